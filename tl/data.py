@@ -1,0 +1,311 @@
+"""Datasets: find, validate and decode once into uint8 arrays that every trial shares.
+
+Two formats: MedMNIST-style ``.npz`` files and ImageFolder trees. Both end as ``DatasetArrays``:
+uint8 images (N, C, H, W) per split, int64 labels, class names and the split record, decoded
+once per (dataset, image size) and cached on disk so trials never touch a JPEG.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+from tl.errors import TLError
+
+SPLITS = ("train", "val", "test")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+MEDMNIST_URL = "https://zenodo.org/records/10519652/files/{flag}.npz?download=1"
+
+# MedMNIST v2 metadata (medmnist/info.py): task, class names and the MD5 of the 28 px file.
+MEDMNIST_INFO: dict[str, dict] = {
+    "pneumoniamnist": {"task": "binary", "labels": ["normal", "pneumonia"], "channels": 1,
+                       "md5": "28209eda62fecd6e6a2d98b1501bb15f"},
+    "pathmnist": {"task": "multiclass", "channels": 3, "md5": "a8b06965200029087d5bd730944a56c1",
+                  "labels": ["adipose", "background", "debris", "lymphocytes", "mucus",
+                             "smooth muscle", "normal colon mucosa", "cancer-associated stroma",
+                             "colorectal adenocarcinoma epithelium"]},
+    "breastmnist": {"task": "binary", "labels": ["malignant", "normal, benign"], "channels": 1,
+                    "md5": "750601b1f35ba3300ea97c75c52ff8f6"},
+    "dermamnist": {"task": "multiclass", "channels": 3, "md5": "0744692d530f8e62ec473284d019b0c7",
+                   "labels": ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
+                              "benign keratosis-like lesions",
+                              "dermatofibroma", "melanoma", "melanocytic nevi", "vascular lesions"]},
+    "bloodmnist": {"task": "multiclass", "channels": 3, "md5": "7053d0359d879ad8a5505303e11de1dc",
+                   "labels": ["basophil", "eosinophil", "erythroblast", "immature granulocytes(myelocytes, metamyelocytes and promyelocytes)",
+                              "lymphocyte", "monocyte", "neutrophil", "platelet"]},
+    "organamnist": {"task": "multiclass", "channels": 1, "md5": "68e3f8846a6bd62f0c9bf841c0d9eacc",
+                    "labels": ["bladder", "femur-left", "femur-right", "heart", "kidney-left",
+                               "kidney-right", "liver", "lung-left", "lung-right", "pancreas",
+                               "spleen"]},
+}
+
+
+@dataclass
+class DatasetArrays:
+    """Decoded splits: ``images[split]`` uint8 (N, C, H, W), ``labels[split]`` int64 (N,)."""
+
+    name: str
+    images: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    class_names: list[str]
+    split_record: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def task(self) -> str:
+        return "binary" if self.num_classes == 2 else "multiclass"
+
+    @property
+    def channels(self) -> int:
+        return int(self.images["train"].shape[1])
+
+    def describe(self) -> dict:
+        return {"name": self.name, "task": self.task, "num_classes": self.num_classes,
+                "class_names": self.class_names,
+                "split_sizes": {s: int(len(self.labels[s])) for s in SPLITS},
+                "split": self.split_record}
+
+
+def default_data_dir() -> Path:
+    """``$TL_DATA_DIR`` or the user cache folder: where named datasets are looked up."""
+    env = os.environ.get("TL_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tl" / "data"
+
+
+def cache_dir() -> Path:
+    """Where decoded arrays live: ``$TL_CACHE_DIR`` or the user cache folder."""
+    env = os.environ.get("TL_CACHE_DIR")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tl"
+    return base.expanduser()
+
+
+def resolve_dataset_path(dataset: str, data_dir: str | Path | None = None, offline: bool = False) -> Path:
+    """Turn a dataset name or path into an existing ``.npz`` file or ImageFolder root.
+
+    A MedMNIST name (``pneumoniamnist``) is looked up as ``<data_dir>/<name>.npz`` and downloaded
+    from MedMNIST's official URL (MD5 checked) when missing and online.
+    """
+    path = Path(dataset).expanduser()
+    if path.exists():
+        return path
+    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    name = dataset.lower().removesuffix(".npz")
+    local = data_dir / f"{name}.npz"
+    if local.exists():
+        return local
+    if (data_dir / dataset).exists():
+        return data_dir / dataset
+    if name not in MEDMNIST_INFO:
+        raise TLError(f"dataset {dataset!r} not found: not a file or folder, and no {local}; "
+                      f"known MedMNIST names: {', '.join(sorted(MEDMNIST_INFO))}")
+    if offline:
+        raise TLError(f"dataset {name!r} is not in the data directory and --offline forbids "
+                      f"downloading: put {name}.npz (MedMNIST, 28 px) at {local}")
+    return _download_medmnist(name, local)
+
+
+def _download_medmnist(name: str, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    url = MEDMNIST_URL.format(flag=name)
+    with FileLock(str(dest) + ".lock"):  # parallel trials and drivers race for the same file
+        if dest.exists():
+            return dest
+        tmp = dest.with_suffix(".part")
+        try:
+            urllib.request.urlretrieve(url, tmp)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise TLError(f"could not download {name} from {url} ({exc}); "
+                          f"put {name}.npz at {dest} by hand") from None
+        md5 = hashlib.md5(tmp.read_bytes()).hexdigest()
+        if md5 != MEDMNIST_INFO[name]["md5"]:
+            tmp.unlink(missing_ok=True)
+            raise TLError(f"download of {name} is corrupt: MD5 {md5}, expected {MEDMNIST_INFO[name]['md5']}")
+        tmp.rename(dest)
+    return dest
+
+
+def load_npz_splits(path: Path) -> DatasetArrays:
+    """Read a MedMNIST-layout ``.npz``: ``{split}_images`` (N,H,W[,3]) and ``{split}_labels``."""
+    try:
+        npz = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise TLError(f"{path}: not a readable .npz file ({exc})") from None
+    missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz.files]
+    if missing:
+        raise TLError(f"{path}: missing keys {', '.join(missing)} (has {', '.join(npz.files)})")
+    images, labels = {}, {}
+    for split in SPLITS:
+        x, y = npz[f"{split}_images"], npz[f"{split}_labels"]
+        y = y.reshape(len(y), -1)
+        if y.shape[1] != 1:
+            raise TLError(f"{path}: {split}_labels has shape {npz[f'{split}_labels'].shape}; "
+                          "only single-label tasks are supported")
+        if len(x) != len(y):
+            raise TLError(f"{path}: {split}_images has {len(x)} rows but {split}_labels has {len(y)}")
+        if x.ndim == 3:
+            x = x[:, None]
+        elif x.ndim == 4 and x.shape[-1] in (1, 3):
+            x = x.transpose(0, 3, 1, 2)
+        else:
+            raise TLError(f"{path}: {split}_images has shape {x.shape}; expected (N,H,W) or (N,H,W,3)")
+        images[split] = np.ascontiguousarray(x.astype(np.uint8))
+        labels[split] = y[:, 0].astype(np.int64)
+    name = path.stem.lower()
+    n_classes = int(max(labels[s].max() for s in SPLITS)) + 1
+    class_names = MEDMNIST_INFO.get(name, {}).get("labels") or [str(i) for i in range(n_classes)]
+    for split in SPLITS:
+        bad = (labels[split] < 0) | (labels[split] >= len(class_names))
+        if bad.any():
+            raise TLError(f"{path}: {split}_labels has {int(bad.sum())} labels outside "
+                          f"[0, {len(class_names) - 1}] (e.g. {int(labels[split][bad][0])})")
+    return DatasetArrays(name, images, labels, list(class_names), {"source": "npz official split"})
+
+
+def _list_class_folder(root: Path) -> dict[str, list[Path]]:
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise TLError(f"{root}: no class folders (expected {root}/CLASS/*.jpeg)")
+    files = {}
+    for cls in classes:
+        items = sorted(p for p in cls.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not items:
+            raise TLError(f"{cls}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files)")
+        files[cls.name] = items
+    return files
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split: returns (kept indices, carved-out indices), each sorted."""
+    rng = np.random.default_rng(seed)
+    carved = []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        n = int(round(len(idx) * fraction))
+        carved.extend(rng.permutation(idx)[:n].tolist())
+    carved = np.array(sorted(carved), dtype=np.int64)
+    kept = np.setdiff1d(np.arange(len(labels)), carved)
+    return kept, carved
+
+
+def _decode_images(paths: list[Path], size: int, skip_bad: bool) -> tuple[np.ndarray, list[int], list[str]]:
+    from PIL import Image, UnidentifiedImageError
+
+    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    kept, bad = [], []
+    for i, p in enumerate(paths):
+        try:
+            with Image.open(p) as im:
+                im.load()
+                arr = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            if not skip_bad:
+                raise TLError(f"{p}: corrupt or truncated image ({exc}); pass --skip-bad-images to skip such files") from None
+            bad.append(str(p))
+            continue
+        out[len(kept)] = arr.transpose(2, 0, 1)
+        kept.append(i)
+    return out[: len(kept)], kept, bad
+
+
+def load_image_folder(root: Path, image_size: int, val_fraction: float = 0.1,
+                      test_fraction: float = 0.15, seed: int = 0, skip_bad: bool = False) -> DatasetArrays:
+    """Read ``root/{train,val,test}/CLASS/*`` or bare ``root/CLASS/*`` and decode at ``image_size``.
+
+    Missing val (or all splits) are carved from train, stratified and seeded; the record of what was
+    carved (seed, fractions, file lists' hashes) goes in ``split_record``.
+    """
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if "train" in present:
+        trees = {s: _list_class_folder(root / s) for s in present}
+    else:
+        trees = {"train": _list_class_folder(root)}
+    class_names = sorted(trees["train"])
+    for split, tree in trees.items():
+        if sorted(tree) != class_names:
+            raise TLError(f"{root}: classes differ between splits: train has {class_names}, "
+                          f"{split} has {sorted(tree)}")
+    record: dict = {"source": "imagefolder", "root": str(root), "seed": seed, "carved": {}}
+    files = {s: [p for c in class_names for p in tree[c]] for s, tree in trees.items()}
+    labels = {s: np.array([i for i, c in enumerate(class_names) for _ in tree[c]], dtype=np.int64)
+              for s, tree in trees.items()}
+    for split, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if split in trees:
+            continue
+        kept, carved = stratified_split(labels["train"], fraction, seed)
+        files[split] = [files["train"][i] for i in carved]
+        labels[split] = labels["train"][carved]
+        files["train"] = [files["train"][i] for i in kept]
+        labels["train"] = labels["train"][kept]
+        record["carved"][split] = {"fraction": fraction, "from": "train", "n": len(carved),
+                                   "files": [str(p.relative_to(root)) for p in files[split]]}
+    images, skipped = {}, {}
+    for split in SPLITS:
+        images[split], kept, bad = _decode_images(files[split], image_size, skip_bad)
+        labels[split] = labels[split][kept]
+        if bad:
+            skipped[split] = bad
+    if skipped:
+        record["skipped_bad_images"] = skipped
+        print(f"[tl.data] skipped {sum(map(len, skipped.values()))} unreadable images: "
+              f"{', '.join(p for v in skipped.values() for p in v[:3])}")
+    return DatasetArrays(root.name, images, labels, class_names, record)
+
+
+def _fingerprint(path: Path) -> str:
+    """Cheap content fingerprint: names, sizes and mtimes of every file under ``path``."""
+    h = hashlib.sha256()
+    items = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in items:
+        st = p.stat()
+        h.update(f"{p.relative_to(path.parent)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def load_dataset(dataset: str, image_size: int, data_dir: str | Path | None = None, *,
+                 offline: bool = False, seed: int = 0, skip_bad: bool = False,
+                 use_cache: bool = True) -> DatasetArrays:
+    """Load a dataset by name or path, decoded at ``image_size`` (ImageFolder) or native (npz).
+
+    ``.npz`` images keep their stored size (the trainable resizes batches); ImageFolder JPEGs are
+    decoded once at ``image_size`` and cached under ``cache_dir()`` keyed by a data fingerprint.
+    """
+    path = resolve_dataset_path(dataset, data_dir, offline)
+    if path.is_file():
+        return load_npz_splits(path)
+    key = f"{path.name}-{_fingerprint(path)}-{image_size}px-seed{seed}"
+    cache = cache_dir() / "decoded" / f"{key}.npz"
+    if use_cache and cache.exists():
+        return _read_cache(cache)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache) + ".lock"):
+        if use_cache and cache.exists():
+            return _read_cache(cache)
+        arrays = load_image_folder(path, image_size, seed=seed, skip_bad=skip_bad)
+        if use_cache:
+            tmp = cache.with_suffix(".part.npz")
+            np.savez(tmp, meta=np.array(json.dumps({"name": arrays.name, "class_names": arrays.class_names,
+                                                    "split_record": arrays.split_record})),
+                     **{f"{s}_images": arrays.images[s] for s in SPLITS},
+                     **{f"{s}_labels": arrays.labels[s] for s in SPLITS})
+            os.replace(tmp, cache)
+    return arrays
+
+
+def _read_cache(path: Path) -> DatasetArrays:
+    with np.load(path) as npz:
+        meta = json.loads(str(npz["meta"]))
+        return DatasetArrays(meta["name"], {s: npz[f"{s}_images"] for s in SPLITS},
+                             {s: npz[f"{s}_labels"] for s in SPLITS}, meta["class_names"],
+                             meta["split_record"])

@@ -1,0 +1,235 @@
+"""Search-space files: load a plain-Python file of constants, validate it, sample it for Optuna.
+
+A space file assigns UPPERCASE constants (see ``SPACE_KEYS``); it is Python and runs as such, so
+only load files you trust. ``PARAMS`` values are a list (categorical) or a tuple
+``("loguniform" | "uniform" | "int", low, high)``. Weights are chosen per backbone, under a
+parameter named per backbone, because Optuna wants one fixed choice list per parameter name.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tl.errors import TLError
+from tl.models import FREEZE_MODES, get_backbone
+from tl.trainable import DEFAULTS, OPTIMIZERS, SCHEDULERS
+from tl.weights import validate_weights
+
+SPACE_KEYS = {
+    "DATASET": "dataset name (MedMNIST) or path (.npz or ImageFolder root)",
+    "BACKBONES": "dict backbone -> list of weights versions to try",
+    "FREEZE": "list of freeze modes for pretrained backbones (none, backbone, partial)",
+    "PARAMS": "dict trial key -> list of choices or (distribution, low, high)",
+    "FIXED": "dict trial key -> constant value",
+    "METRIC": "val metric that drives ASHA and Optuna (val_acc, val_auc, val_loss)",
+    "MODE": "max or min",
+    "MAX_EPOCHS": "ASHA's max_t and the cap on any trial's epochs",
+    "NUM_SAMPLES": "number of trials",
+    "GRACE_PERIOD": "ASHA: epochs before a trial can be stopped",
+    "REDUCTION_FACTOR": "ASHA: keep the top 1/REDUCTION_FACTOR at each rung",
+    "SAMPLER": "optuna sampler: tpe, random, cmaes, qmc",
+    "CPUS_PER_TRIAL": "CPUs per trial (torch threads follow it)",
+    "GPUS_PER_TRIAL": "GPUs per trial, fractions allowed",
+    "MAX_FAILURES": "retries of a crashed trial from its last checkpoint",
+}
+DISTRIBUTIONS = ("loguniform", "uniform", "int")
+SAMPLERS = ("tpe", "random", "cmaes", "qmc")
+VAL_METRICS = ("val_acc", "val_auc", "val_loss")
+
+
+@dataclass
+class SearchSpace:
+    path: str
+    dataset: str = "pneumoniamnist"
+    backbones: dict = field(default_factory=lambda: {"convmodel": ["none"]})
+    freeze: list = field(default_factory=lambda: ["none"])
+    params: dict = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+    metric: str = "val_acc"
+    mode: str = "max"
+    max_epochs: int = 10
+    num_samples: int = 8
+    grace_period: int = 1
+    reduction_factor: int = 3
+    sampler: str = "tpe"
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    max_failures: int = 2
+
+    def weight_pairs(self) -> list[tuple[str, str]]:
+        return [(b, w) for b, ws in self.backbones.items() for w in ws]
+
+    def image_sizes(self) -> list[int]:
+        if "image_size" in self.params:
+            return sorted(self.params["image_size"])
+        return [self.fixed.get("image_size", DEFAULTS["image_size"])]
+
+    def echo(self) -> dict:
+        out = {k.lower(): getattr(self, k.lower()) for k in SPACE_KEYS}
+        out["path"] = self.path
+        return out
+
+
+def _fail(path: str, key: str, reason: str) -> TLError:
+    return TLError(f"{path}: {key}: {reason}")
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Run the file, keep its UPPERCASE constants, validate them; TLError names file, key, reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise TLError(f"search-space file {path} does not exist")
+    source = path.read_text()
+    try:
+        code = compile(source, str(path), "exec")
+    except SyntaxError as exc:
+        raise TLError(f"{path}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    namespace: dict = {"__file__": str(path), "__name__": "tl_space"}
+    try:
+        exec(code, namespace)  # a space file is Python: it runs with the user's rights
+    except Exception as exc:
+        raise TLError(f"{path}: raised {type(exc).__name__}: {exc}") from None
+    constants = {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+    unknown = sorted(set(constants) - set(SPACE_KEYS))
+    if unknown:
+        raise _fail(str(path), unknown[0], f"unknown key; allowed: {', '.join(SPACE_KEYS)}")
+    space = SearchSpace(str(path), **{k.lower(): v for k, v in constants.items()})
+    validate_space(space)
+    return space
+
+
+def _check_param(path: str, key: str, value) -> None:
+    if key not in DEFAULTS:
+        raise _fail(path, key, f"unknown trial parameter; known: {', '.join(sorted(DEFAULTS))}")
+    if isinstance(value, list):
+        if not value:
+            raise _fail(path, key, "empty choice list")
+        values = value
+    elif isinstance(value, tuple):
+        if len(value) != 3 or value[0] not in DISTRIBUTIONS:
+            raise _fail(path, key, f"a range must be (distribution, low, high) with distribution in {DISTRIBUTIONS}, got {value!r}")
+        dist, low, high = value
+        if not low < high:
+            raise _fail(path, key, f"low must be below high, got {low} >= {high}")
+        if dist == "loguniform" and low <= 0:
+            raise _fail(path, key, f"loguniform needs low > 0, got {low}")
+        values = [low, high]
+    else:
+        values = [value]
+    for v in values:
+        if key in ("lr", "batch_size", "epochs", "image_size") and (not isinstance(v, (int, float)) or v <= 0):
+            raise _fail(path, key, f"must be positive, got {v!r}")
+        if key == "weight_decay" and v < 0:
+            raise _fail(path, key, f"must be >= 0, got {v!r}")
+        if key == "optimizer" and v not in OPTIMIZERS:
+            raise _fail(path, key, f"must be one of {sorted(OPTIMIZERS)}, got {v!r}")
+        if key == "scheduler" and v not in SCHEDULERS:
+            raise _fail(path, key, f"must be one of {sorted(SCHEDULERS)}, got {v!r}")
+        if key in ("backbone", "weights", "freeze"):
+            raise _fail(path, key, "set it through BACKBONES / FREEZE, not PARAMS or FIXED")
+
+
+def validate_space(space: SearchSpace) -> None:
+    """Check every constant; raises TLError naming the file, the key and the reason."""
+    p = space.path
+    if not isinstance(space.backbones, dict) or not space.backbones:
+        raise _fail(p, "BACKBONES", "must be a non-empty dict backbone -> list of weights")
+    for backbone, weights in space.backbones.items():
+        try:
+            get_backbone(backbone)
+        except TLError as exc:
+            raise _fail(p, "BACKBONES", str(exc)) from None
+        if not isinstance(weights, list) or not weights:
+            raise _fail(p, "BACKBONES", f"{backbone}: needs a non-empty list of weights, got {weights!r}")
+        for w in weights:
+            try:
+                validate_weights(backbone, w)
+            except TLError as exc:
+                raise _fail(p, "BACKBONES", str(exc)) from None
+    if not space.freeze or any(f not in FREEZE_MODES for f in space.freeze):
+        raise _fail(p, "FREEZE", f"must be a non-empty list from {FREEZE_MODES}, got {space.freeze!r}")
+    for key, value in {**space.params, **space.fixed}.items():
+        _check_param(p, key, value)
+    if space.metric not in VAL_METRICS:
+        raise _fail(p, "METRIC", f"must be a val metric {VAL_METRICS} (test never drives the search), got {space.metric!r}")
+    if space.mode not in ("max", "min"):
+        raise _fail(p, "MODE", f"must be max or min, got {space.mode!r}")
+    for key in ("max_epochs", "num_samples", "grace_period"):
+        if not isinstance(getattr(space, key), int) or getattr(space, key) < 1:
+            raise _fail(p, key.upper(), f"must be an integer >= 1, got {getattr(space, key)!r}")
+    if space.reduction_factor < 2:
+        raise _fail(p, "REDUCTION_FACTOR", f"must be >= 2, got {space.reduction_factor}")
+    if space.sampler not in SAMPLERS:
+        raise _fail(p, "SAMPLER", f"must be one of {SAMPLERS}, got {space.sampler!r}")
+    if space.cpus_per_trial <= 0 or space.gpus_per_trial < 0:
+        raise _fail(p, "CPUS_PER_TRIAL", "CPUs must be > 0 and GPUs >= 0")
+
+
+def apply_overrides(space: SearchSpace, pins: list[str]) -> SearchSpace:
+    """Pin parameters from ``--set KEY=VALUE``: the key must exist in the file or the trial defaults."""
+    space = replace(space, backbones=dict(space.backbones), params=dict(space.params), fixed=dict(space.fixed))
+    for pin in pins:
+        key, sep, raw = pin.partition("=")
+        if not sep:
+            raise TLError(f"--set {pin!r}: expected KEY=VALUE")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # bare strings: --set backbone=resnet18
+        if key == "backbone":
+            weights = space.backbones.get(value) or ["none"]
+            space.backbones = {value: weights}
+        elif key == "weights":
+            space.backbones = {b: [value] for b, ws in space.backbones.items() if value in ws} or \
+                              {b: [value] for b in space.backbones}
+        elif key == "freeze":
+            space.freeze = [value]
+        elif key in DEFAULTS:
+            space.params.pop(key, None)
+            space.fixed[key] = value
+        else:
+            raise TLError(f"--set {key}: unknown key; settable: backbone, weights, freeze, {', '.join(sorted(DEFAULTS))}")
+    validate_space(space)
+    return space
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+class SpaceSampler:
+    """Optuna define-by-run function for a ``SearchSpace`` (a class, so Ray can pickle it for resume)."""
+
+    def __init__(self, space: SearchSpace):
+        self.backbones = space.backbones
+        self.freeze = space.freeze
+        self.params = space.params
+        self.fixed = space.fixed
+        self.max_epochs = space.max_epochs
+        self.constants = {"metric": space.metric, "mode": space.mode}
+
+    def _choose(self, trial, name: str, spec):
+        if isinstance(spec, list):
+            return spec[0] if len(spec) == 1 else trial.suggest_categorical(name, spec)
+        dist, low, high = spec
+        if dist == "int":
+            return trial.suggest_int(name, low, high)
+        return trial.suggest_float(name, low, high, log=dist == "loguniform")
+
+    def __call__(self, trial) -> dict:
+        backbone = self._choose(trial, "backbone", list(self.backbones))
+        weights = self._choose(trial, f"weights_for_{_slug(backbone)}", self.backbones[backbone])
+        # Freezing random weights is meaningless: from-scratch runs always train everything.
+        freeze = self._choose(trial, "freeze", self.freeze) if weights != "none" else "none"
+        chosen = {"backbone": backbone, "weights": weights, "freeze": freeze}
+        for key, spec in self.params.items():
+            if key == "freeze_fraction" and freeze != "partial":
+                continue
+            if key == "patch_size" and backbone != "small_vit":
+                continue
+            chosen[key] = self._choose(trial, key, spec)
+        out = {**DEFAULTS, **self.fixed, **chosen, **self.constants}
+        out["epochs"] = min(out["epochs"], self.max_epochs)
+        return out

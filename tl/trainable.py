@@ -1,0 +1,267 @@
+"""The transfer-learning loop and the Ray Tune function trainable that wraps it.
+
+``run_epochs`` is plain PyTorch (read it top to bottom: build, restore, train, evaluate, test);
+``train_transfer`` only adds Ray: resources, checkpoints, ``tune.report``. Images stay uint8 in
+memory (shared through the object store) and become float batches on the trial's device.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tl.data import DatasetArrays, load_dataset
+from tl.errors import TLError
+from tl.metrics import classification_metrics
+from tl.models import apply_freeze, build_model, freeze_bn_stats, get_backbone
+from tl.weights import load_state_dict, normalization
+
+# Every key a trial config may carry, with its default. The search space overrides these.
+DEFAULTS: dict = {
+    "dataset": "pneumoniamnist", "data_dir": None, "backbone": "convmodel", "weights": "none",
+    "freeze": "none", "freeze_fraction": 0.75, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4,
+    "epochs": 5, "image_size": 28, "optimizer": "adamw", "scheduler": "cosine", "augment": True,
+    "label_smoothing": 0.0, "patch_size": 4, "seed": 0, "metric": "val_acc", "mode": "max",
+    "fail_at_epoch": 0, "compile": False,
+}
+
+OPTIMIZERS = {
+    "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+    "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True),
+    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+}
+SCHEDULERS = {
+    "cosine": lambda opt, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1)),
+    "constant": lambda opt, epochs: torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0),
+    "step": lambda opt, epochs: torch.optim.lr_scheduler.StepLR(opt, step_size=max(epochs // 3, 1), gamma=0.1),
+}
+
+
+class InjectedFault(RuntimeError):
+    """Raised by ``fail_at_epoch``: lets tests prove that Ray retries from the last checkpoint."""
+
+
+@dataclass
+class Batcher:
+    """Turns uint8 (N, C, H, W) tensors into normalized float batches at the model's input size."""
+
+    size: int
+    mean: torch.Tensor
+    std: torch.Tensor
+    augment: bool
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = images.float().div_(255)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)  # grayscale -> the 3 channels ImageNet backbones expect
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > self.size)
+        if self.augment and generator is not None:
+            x = _random_affine(x, generator)
+        return (x - self.mean) / self.std
+
+
+def _random_affine(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per-image small rotation (±10°), scale (0.9-1.1) and shift (±8 %) in one grid_sample.
+
+    No flips: a chest X-ray's left and right are not interchangeable.
+    """
+    n = len(x)
+    rand = torch.rand(n, 4, generator=generator).to(x.device)
+    angle = (rand[:, 0] - 0.5) * math.radians(20)
+    scale = 0.9 + 0.2 * rand[:, 1]
+    shift = (rand[:, 2:] - 0.5) * 0.16
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    images: torch.Tensor, labels: torch.Tensor, batcher: Batcher, batch_size: int,
+                    generator: torch.Generator, device: torch.device) -> tuple[float, float]:
+    """One pass over shuffled training data; returns (mean loss, accuracy). One host sync at the end."""
+    model.train()
+    freeze_bn_stats(model)
+    order = torch.randperm(len(labels), generator=generator)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    # drop a last batch of 1: BatchNorm cannot train on it
+    n_batches = max(1, (len(order) - (len(order) % batch_size == 1)) // batch_size + (len(order) % batch_size > 1))
+    for i in range(n_batches):
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        x = batcher(images[idx].to(device, non_blocking=True), generator)
+        y = labels[idx].to(device, non_blocking=True)
+        logits = model(x)
+        loss = criterion(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+    seen = min(n_batches * batch_size, len(order))
+    return loss_sum.item() / seen, correct.item() / seen
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batcher: Batcher,
+             device: torch.device, batch_size: int = 256) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy and softmax probabilities (N, C) over a whole split."""
+    model.eval()
+    logits = torch.cat([model(batcher(images[i:i + batch_size].to(device))).float()
+                        for i in range(0, len(labels), batch_size)])
+    loss = F.cross_entropy(logits, labels.to(device)).item()
+    return loss, logits.softmax(1).cpu().numpy()
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    with warnings.catch_warnings():  # arrays from the object store are read-only views; we never write
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+def _input_size(backbone: str, image_size: int) -> int:
+    spec = get_backbone(backbone)
+    return spec.fixed_input_size or max(image_size, spec.min_input_size)
+
+
+def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
+               checkpoint_dir: str | None = None, device: torch.device | None = None) -> Iterator[tuple[dict, dict]]:
+    """Train per ``config``; yield (metrics, checkpoint state) after every epoch.
+
+    The last epoch's metrics also carry test metrics from the best-by-val weights and the
+    state carries ``test_predictions``. ``checkpoint_dir`` resumes from a saved state.
+    """
+    cfg = {**DEFAULTS, **config}
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg["seed"])
+    size = _input_size(cfg["backbone"], cfg["image_size"])
+    model = build_model(cfg["backbone"], arrays.num_classes, state_dict, image_size=size,
+                        patch_size=cfg["patch_size"]).to(device)
+    spec = get_backbone(cfg["backbone"])
+    counts = apply_freeze(model, spec, cfg["freeze"], cfg["freeze_fraction"])
+    if cfg["optimizer"] not in OPTIMIZERS or cfg["scheduler"] not in SCHEDULERS:
+        raise TLError(f"optimizer must be one of {sorted(OPTIMIZERS)} and scheduler one of {sorted(SCHEDULERS)}")
+    optimizer = OPTIMIZERS[cfg["optimizer"]]([p for p in model.parameters() if p.requires_grad],
+                                             cfg["lr"], cfg["weight_decay"])
+    scheduler = SCHEDULERS[cfg["scheduler"]](optimizer, cfg["epochs"])
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in normalization(cfg["backbone"], cfg["weights"]))
+    train_batcher = Batcher(size, mean, std, bool(cfg["augment"]))
+    eval_batcher = Batcher(size, mean, std, False)
+    split = {s: (_as_tensor(arrays.images[s]), torch.from_numpy(np.asarray(arrays.labels[s]))) for s in ("train", "val", "test")}
+    if cfg["batch_size"] > len(split["train"][1]):
+        raise TLError(f"batch_size {cfg['batch_size']} is larger than the training set ({len(split['train'][1])} images)")
+    sign = 1 if cfg["mode"] == "max" else -1
+    start, best = 1, {"score": -math.inf, "epoch": 0, "model": None}
+    if checkpoint_dir:
+        saved = torch.load(Path(checkpoint_dir) / "state.pt", map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        start = saved["epoch"] + 1
+        best = {"score": saved["best_score"], "epoch": saved["best_epoch"],
+                "model": torch.load(Path(checkpoint_dir) / "best_model.pt", map_location=device, weights_only=True)}
+    restored = start > 1
+    for epoch in range(start, cfg["epochs"] + 1):
+        if cfg["fail_at_epoch"] == epoch and not restored:
+            raise InjectedFault(f"fault injected at epoch {epoch} (fail_at_epoch)")
+        generator = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)  # resume-deterministic
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = train_one_epoch(model, criterion, optimizer, *split["train"], train_batcher,
+                                                cfg["batch_size"], generator, device)
+        scheduler.step()
+        train_time = time.perf_counter() - t0
+        val_loss, val_probs = evaluate(model, *split["val"], eval_batcher, device)
+        metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                   **classification_metrics(val_probs, split["val"][1].numpy(), "val"), "lr": lr,
+                   "epoch_time_s": time.perf_counter() - t0, "images_per_s": len(split["train"][1]) / train_time,
+                   "input_size": size, **counts}
+        score = sign * metrics[cfg["metric"]]
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch, "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "epoch": epoch, "best_score": best["score"], "best_epoch": best["epoch"], "best_model": best["model"]}
+        if epoch == cfg["epochs"]:
+            model.load_state_dict(best["model"])  # test once, with the weights val chose
+            test_loss, test_probs = evaluate(model, *split["test"], eval_batcher, device)
+            test_labels = split["test"][1].numpy()
+            metrics.update({"test_loss": test_loss, **classification_metrics(test_probs, test_labels, "test"),
+                            "test_n": len(test_labels), "best_epoch": best["epoch"]})
+            state["test_predictions"] = {"probs": test_probs.astype(np.float32), "labels": test_labels}
+        yield metrics, state
+
+
+def save_checkpoint(state: dict, directory: Path) -> None:
+    """Write the last state, the best-by-val weights and (at the end) the test predictions."""
+    torch.save({k: v for k, v in state.items() if k not in ("best_model", "test_predictions")}, directory / "state.pt")
+    torch.save(state["best_model"], directory / "best_model.pt")
+    if "test_predictions" in state:
+        np.savez(directory / "test_predictions.npz", **state["test_predictions"])
+
+
+def _trial_threads() -> int:
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    return max(1, int(cpus))
+
+
+def train_transfer(config: dict, datasets: dict | None = None, weight_refs: dict | None = None) -> None:
+    """Ray Tune function trainable: one transfer-learning run, reported every epoch.
+
+    Args:
+        datasets: ``{image_size: DatasetArrays}`` decoded once on the driver (object store).
+        weight_refs: ``{"backbone|weights": ObjectRef to a state dict}`` resolved in preflight.
+    """
+    import ray
+    from ray import tune
+
+    torch.set_num_threads(_trial_threads())  # threads = CPUs given to the trial, so trials don't fight
+    cfg = {**DEFAULTS, **config}
+    if datasets and cfg["image_size"] in datasets:
+        arrays = datasets[cfg["image_size"]]
+    else:
+        arrays = load_dataset(cfg["dataset"], cfg["image_size"], cfg["data_dir"], seed=cfg["seed"])
+    key = f"{cfg['backbone']}|{cfg['weights']}"
+    if weight_refs and key in weight_refs:
+        state_dict = ray.get(weight_refs[key])
+    else:
+        state_dict = load_state_dict(cfg["backbone"], cfg["weights"])
+    checkpoint = tune.get_checkpoint()
+    with (checkpoint.as_directory() if checkpoint else _nullcontext()) as restore_dir:
+        for metrics, state in run_epochs(cfg, arrays, state_dict, restore_dir):
+            with tempfile.TemporaryDirectory() as tmp:
+                save_checkpoint(state, Path(tmp))
+                if "test_predictions" in state:
+                    _save_beside_trial(state["test_predictions"])
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _save_beside_trial(predictions: dict) -> None:
+    """Also put test_predictions.npz in the trial folder, where analysis looks first."""
+    from ray import tune
+
+    trial_dir = tune.get_context().get_trial_dir()
+    if trial_dir and os.path.isdir(trial_dir):
+        np.savez(Path(trial_dir) / "test_predictions.npz", **predictions)
