@@ -123,13 +123,16 @@ class ConvModel(nn.Module):
 
 
 class SmallViT(nn.Module):
-    """A small ViT trained from scratch; ``patch_size`` is a hyperparameter (must divide the input)."""
+    """A small ViT trained from scratch; ``patch_size`` is a hyperparameter.
+
+    Patches tile the image from the top left; a border narrower than one patch is dropped.
+    """
 
     def __init__(self, num_classes: int = 2, image_size: int = 28, patch_size: int = 4,
                  dim: int = 128, depth: int = 4, heads: int = 4, in_chans: int = 3):
         super().__init__()
-        if image_size % patch_size:
-            raise TLError(f"small_vit: patch_size {patch_size} must divide image_size {image_size}")
+        if patch_size > image_size:
+            raise TLError(f"small_vit: patch_size {patch_size} is larger than the image ({image_size} px)")
         n = (image_size // patch_size) ** 2
         self.patch = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))

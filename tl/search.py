@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tl.data import load_dataset, resolve_dataset_path
 from tl.errors import TLError
-from tl.space import SearchSpace, SpaceSampler, apply_overrides, load_space
+from tl.space import SearchSpace, SpaceSampler, apply_overrides, load_space, optuna_points
 from tl.trainable import train_transfer
 from tl.weights import preflight
 
@@ -91,9 +91,24 @@ def _check_storage(storage: str) -> str:
     return str(path)
 
 
+def _probe_address(address: str) -> None:
+    """Fail in seconds on a dead ``host:port`` (ray.init would wait minutes for the GCS)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms: Ray resolves them and fails fast itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise TLError(f"cannot reach Ray at --address {address}: {exc.strerror or exc}") from None
+
+
 def _init_ray(address: str | None) -> None:
     import ray
 
+    if address:
+        _probe_address(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=True)
@@ -111,7 +126,8 @@ def _make_searcher(space: SearchSpace, seed: int):
                 "random": lambda: optuna.samplers.RandomSampler(seed=seed),
                 "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
                 "qmc": lambda: optuna.samplers.QMCSampler(seed=seed)}
-    return OptunaSearch(SpaceSampler(space), metric=space.metric, mode=space.mode, sampler=samplers[space.sampler]())
+    return OptunaSearch(SpaceSampler(space), metric=space.metric, mode=space.mode, sampler=samplers[space.sampler](),
+                        points_to_evaluate=optuna_points(space) or None)
 
 
 def trial_dirname(trial) -> str:

@@ -33,6 +33,7 @@ SPACE_KEYS = {
     "CPUS_PER_TRIAL": "CPUs per trial (torch threads follow it)",
     "GPUS_PER_TRIAL": "GPUs per trial, fractions allowed",
     "MAX_FAILURES": "retries of a crashed trial from its last checkpoint",
+    "START_WITH": "list of known-good recipes (dicts of parameters) the sampler tries first",
 }
 DISTRIBUTIONS = ("loguniform", "uniform", "int")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
@@ -57,6 +58,7 @@ class SearchSpace:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     max_failures: int = 2
+    start_with: list = field(default_factory=list)
 
     def weight_pairs(self) -> list[tuple[str, str]]:
         return [(b, w) for b, ws in self.backbones.items() for w in ws]
@@ -163,6 +165,10 @@ def validate_space(space: SearchSpace) -> None:
         raise _fail(p, "REDUCTION_FACTOR", f"must be >= 2, got {space.reduction_factor}")
     if space.sampler not in SAMPLERS:
         raise _fail(p, "SAMPLER", f"must be one of {SAMPLERS}, got {space.sampler!r}")
+    for point in space.start_with:
+        b, w = point.get("backbone"), point.get("weights")
+        if b not in space.backbones or (w is not None and w not in space.backbones[b]):
+            raise _fail(p, "START_WITH", f"{point!r} is not in BACKBONES")
     if space.cpus_per_trial <= 0 or space.gpus_per_trial < 0:
         raise _fail(p, "CPUS_PER_TRIAL", "CPUs must be > 0 and GPUs >= 0")
 
@@ -197,6 +203,20 @@ def apply_overrides(space: SearchSpace, pins: list[str]) -> SearchSpace:
 
 def _slug(name: str) -> str:
     return re.sub(r"\W", "_", name)
+
+
+def optuna_points(space: SearchSpace) -> list[dict]:
+    """START_WITH recipes in the sampler's parameter names, skipping pairs no longer in the space."""
+    points = []
+    for point in space.start_with:
+        b, w = point["backbone"], point.get("weights")
+        if b not in space.backbones or (w is not None and w not in space.backbones[b]):
+            continue
+        renamed = {k: v for k, v in point.items() if k != "weights"}
+        if w is not None:
+            renamed[f"weights_for_{_slug(b)}"] = w
+        points.append(renamed)
+    return points
 
 
 class SpaceSampler:

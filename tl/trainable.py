@@ -240,6 +240,7 @@ def train_transfer(config: dict, datasets: dict | None = None, weight_refs: dict
         state_dict = ray.get(weight_refs[key])
     else:
         state_dict = load_state_dict(cfg["backbone"], cfg["weights"])
+    node_id = ray.get_runtime_context().get_node_id()  # where it ran: placement on a cluster is checkable
     checkpoint = tune.get_checkpoint()
     with (checkpoint.as_directory() if checkpoint else _nullcontext()) as restore_dir:
         for metrics, state in run_epochs(cfg, arrays, state_dict, restore_dir):
@@ -247,7 +248,7 @@ def train_transfer(config: dict, datasets: dict | None = None, weight_refs: dict
                 save_checkpoint(state, Path(tmp))
                 if "test_predictions" in state:
                     _save_beside_trial(state["test_predictions"])
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+                tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 class _nullcontext:
