@@ -1,0 +1,111 @@
+"""Bad input to ``python -m tl.search``: one line naming the cause, non-zero exit, no traceback,
+and no experiment folder left behind that looks complete."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _search(args: list[str], storage: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tl.search", *args, "--storage", str(storage), "--name", "bad"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=os.environ.copy())
+
+
+def _space(tmp: Path, body: str) -> Path:
+    path = tmp / "space.py"
+    path.write_text(body)
+    return path
+
+
+SMOKE = (ROOT / "search_spaces" / "smoke.py").read_text()
+
+
+def _folder_with_bad_jpeg(tmp: Path, kind: str, data_dir: Path) -> Path:
+    root = tmp / "imgs"
+    src = sorted((data_dir / "chest_xray" / "train" / "NORMAL").glob("*.jpeg"))[:6]
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (root / "train" / cls).mkdir(parents=True)
+        for i, f in enumerate(src):
+            (root / "train" / cls / f"{i}.jpeg").write_bytes(f.read_bytes())
+    bad = root / "train" / "PNEUMONIA" / "bad.jpeg"
+    bad.write_bytes(os.urandom(500) if kind == "corrupt" else src[0].read_bytes()[:300])
+    return root
+
+
+CASES = {
+    "missing data path": (lambda tmp, d: ["search_spaces/smoke.py", "--dataset", str(tmp / "nowhere")], "not found"),
+    "unknown MedMNIST name offline": (lambda tmp, d: ["search_spaces/smoke.py", "--data-dir", str(tmp), "--offline"], "pneumoniamnist.npz"),
+    "corrupt JPEG": (lambda tmp, d: ["search_spaces/smoke.py", "--dataset", str(_folder_with_bad_jpeg(tmp, "corrupt", d))], "bad.jpeg"),
+    "truncated JPEG": (lambda tmp, d: ["search_spaces/smoke.py", "--dataset", str(_folder_with_bad_jpeg(tmp, "truncated", d))], "bad.jpeg"),
+    "empty class folder": (lambda tmp, d: ["search_spaces/smoke.py", "--dataset", str(_empty_class(tmp))], "empty class folder"),
+    "npz missing keys": (lambda tmp, d: ["search_spaces/smoke.py", "--dataset", str(_npz(tmp, drop="val_labels"))], "val_labels"),
+    "labels out of range": (lambda tmp, d: ["search_spaces/smoke.py", "--dataset", str(_npz(tmp, bad_label=True))], "outside"),
+    "space syntax error": (lambda tmp, d: [str(_space(tmp, "BACKBONES = {\n"))], "syntax error"),
+    "unknown backbone": (lambda tmp, d: [str(_space(tmp, SMOKE.replace('"convmodel": ["none"]', '"resnet9000": ["none"]')))], "resnet9000"),
+    "weights not valid for backbone": (lambda tmp, d: [str(_space(tmp, SMOKE.replace('"convmodel": ["none"]', '"resnet18": ["IMAGENET1K_V2"]')))], "IMAGENET1K_V2"),
+    "negative lr": (lambda tmp, d: [str(_space(tmp, SMOKE.replace('("loguniform", 1e-4, 3e-2)', '("loguniform", -1e-4, 3e-2)')))], "lr"),
+    "batch larger than dataset": (lambda tmp, d: ["search_spaces/smoke.py", "--dataset", str(_npz(tmp, n=20)), "--set", "batch_size=64"], "batch_size"),
+    "unknown --set key": (lambda tmp, d: ["search_spaces/smoke.py", "--set", "lrr=0.1"], "lrr"),
+    "unreachable --address": (lambda tmp, d: ["search_spaces/smoke.py", "--address", "127.0.0.1:9"], "--address"),
+}
+
+
+def _empty_class(tmp: Path) -> Path:
+    root = tmp / "empty"
+    (root / "train" / "NORMAL").mkdir(parents=True)
+    (root / "train" / "PNEUMONIA").mkdir(parents=True)
+    return root
+
+
+def _npz(tmp: Path, drop: str | None = None, bad_label: bool = False, n: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split in ("train", "val", "test"):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = rng.integers(0, 2, (n, 1), dtype=np.uint8)
+    if bad_label:
+        arrays["val_labels"][3] = 7
+    arrays.pop(drop, None)
+    path = tmp / "pneumoniamnist.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_leaves_no_experiment(case, tmp_path, data_dir):
+    make_args, must_mention = CASES[case]
+    args = make_args(tmp_path, data_dir)
+    if "--data-dir" not in args:
+        args += ["--data-dir", str(data_dir)]
+    storage = tmp_path / "results"
+    proc = _search(args, storage)
+    assert proc.returncode != 0, f"{case}: exit 0\n{proc.stdout[-1500:]}"
+    assert "Traceback" not in proc.stderr, f"{case}: traceback\n{proc.stderr[-2000:]}"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, f"{case}: expected one 'error:' line, got {proc.stderr[-1500:]}"
+    assert must_mention in errors[0], f"{case}: {errors[0]!r} does not name {must_mention!r}"
+    assert not (storage / "bad").exists(), f"{case}: left an experiment folder behind"
+
+
+def test_unwritable_storage_is_reported(tmp_path, data_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    proc = _search(["search_spaces/smoke.py", "--data-dir", str(data_dir)], blocker / "results")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "--storage" in proc.stderr and "not writable" in proc.stderr, proc.stderr[-1000:]
+
+
+def test_skip_bad_images_flag_names_how_many(tmp_path, data_dir):
+    from tl.data import load_image_folder
+
+    root = _folder_with_bad_jpeg(tmp_path, "corrupt", data_dir)
+    arrays = load_image_folder(root, 32, skip_bad=True)
+    skipped = arrays.split_record["skipped_bad_images"]
+    assert sum(map(len, skipped.values())) == 1 and "bad.jpeg" in str(skipped)
