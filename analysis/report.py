@@ -1,0 +1,196 @@
+"""The report as sections of text, tables and figures, rendered to Markdown or one HTML page.
+
+The HTML page is self-contained: inline CSS, PNGs embedded as base64 data URIs, no scripts,
+so it reads offline and can be mailed as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+from typing import Mapping, NamedTuple
+
+import pandas as pd
+
+from analysis.diagnostics import precedence_text, thresholds_frame
+from analysis.formatting import format_frame, format_value, markdown_table
+from analysis.stats import CI_LEVEL
+from analysis.summary import Summary
+
+FIGURES = {
+    "curves_top": "Loss and accuracy per epoch of the top trials (train dashed, val solid)",
+    "curves_groups": "Accuracy per epoch of every trial, one panel per group",
+    "accuracy_vs_time": "Final validation metric (shape = status) and test accuracy (x) "
+                        "against wall time",
+    "epochs_run": "Epochs each trial ran before ASHA stopped it (or it finished)",
+    "importance": "Hyperparameter importance",
+    "roc": "ROC curves on the test split of the best trials",
+    "confusion": "Confusion matrices on the test split of the best trials",
+}
+TOP_COLUMNS = ["trial", "experiment", "backbone", "freeze", "weights", "lr", "batch_size",
+               "epochs_run", "status", "best_val_acc", "test_acc", "test_auc", "wall_time_s",
+               "verdict"]
+
+
+class Section(NamedTuple):
+    """One report section: paragraphs, (caption, text table) pairs and figure names."""
+
+    title: str
+    paragraphs: list[str]
+    tables: list[tuple[str, pd.DataFrame]]
+    figures: list[str]
+
+
+def top_table(summary: Summary) -> pd.DataFrame:
+    """Return the top-K rows of Table 1 with the columns worth a glance, as text."""
+    columns = [c for c in TOP_COLUMNS if c in summary.table.columns]
+    columns.insert(columns.index("best_val_acc"), summary.rank_column)
+    rows = summary.table[summary.table["trial"].isin(summary.top)]
+    return format_frame(rows[list(dict.fromkeys(columns))])
+
+
+def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Return the comparisons as text, the difference and its CI in one cell."""
+    frame = comparisons.copy()
+    frame["diff"] = [
+        "" if pd.isna(d) else f"{format_value('diff', d)} [{format_value('diff', lo)}, "
+        f"{format_value('diff', hi)}]"
+        for d, lo, hi in zip(frame["diff"], frame["ci_low"], frame["ci_high"])
+    ]
+    return format_frame(frame.drop(columns=["ci_low", "ci_high"]))
+
+
+def _overview(summary: Summary) -> Section:
+    exp = summary.experiment
+    meta = exp.meta
+    dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    counts = exp.trials["status"].value_counts()
+    paragraphs = [
+        "Experiments: " + ", ".join(
+            f"{name} ({Path(trial_dir).parent})" for name, trial_dir in
+            exp.trials.groupby("experiment", sort=False)["trial_dir"].first().items()) + ".",
+        f"Dataset: {dataset.get('name', 'unknown')}, task {dataset.get('task', 'unknown')}, "
+        f"classes {', '.join(summary.class_names) or 'unknown'}, split sizes "
+        f"{dataset.get('split_sizes', 'unknown')}.",
+        f"{len(exp.trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
+        f"Trials are ranked by their best {summary.metric} ({summary.mode}) over the reported "
+        "epochs: the trainable tests the best-by-val weights, so that is the model the test "
+        "figures describe. Test metrics never rank or select anything.",
+    ]
+    paragraphs += [f"Note: {n}" for n in summary.notes]
+    return Section("Overview", paragraphs, [], [])
+
+
+def _comparisons_section(comparisons: pd.DataFrame) -> Section:
+    title = "Paired comparisons on the test split"
+    if comparisons.empty:
+        return Section(title, ["Nothing to compare: needs two backbones, or both freeze modes or "
+                               "both weight versions of one backbone."], [], [])
+    return Section(title, [
+        "Each side is its best trial by the validation metric among trials with saved test "
+        "predictions. A - B is the difference in test accuracy with a paired bootstrap "
+        f"{int(CI_LEVEL * 100)}% CI (test images resampled, seeded); McNemar p is the exact "
+        "binomial test on the images exactly one side got right."],
+        [("", comparisons_table(comparisons))], [])
+
+
+def report_sections(summary: Summary) -> list[Section]:
+    """Return the sections of the report in reading order."""
+    table1 = summary.table.drop(columns=["error"] if not summary.table["error"].astype(bool).any()
+                                else [])
+    diag_columns = [c for c in summary.diagnostics.columns if c != "status"]
+    seeds = ([("", format_frame(summary.seeds))] if len(summary.seeds) else [])
+    importance = summary.importance
+    imp_text = (f"{importance.method}. Computed on {importance.n_trials} completed trials, "
+                f"target = final {summary.metric}; ASHA-stopped trials are left out (their final "
+                "value reflects a smaller budget)." if not importance.note else importance.note)
+    return [
+        _overview(summary),
+        Section(f"Top {len(summary.top)} trials", [], [("", top_table(summary))], ["curves_top"]),
+        Section("Table 1: every trial", [
+            "best val loss epoch is k/N: the epoch of the lowest val loss out of N epochs run. "
+            "acc / s is test acc (else best val acc) per second of wall time."],
+            [("", format_frame(table1))], []),
+        Section(f"Table 2: best trial per {' x '.join(summary.group_by)}",
+                [f"Best trial of each group by its best {summary.metric} (validation only)."],
+                [("", format_frame(summary.groups))], ["curves_groups"]),
+        _comparisons_section(summary.comparisons),
+        Section("Repeated seeds", [] if seeds else
+                ["No configuration was run with more than one seed."], seeds, []),
+        Section("Overfitting diagnostics", [
+            "train-val gap = final train acc - final val acc; val loss rise = (final - lowest val "
+            "loss) / lowest; val acc std (last 3) = sample std of the last 3 val accuracies; "
+            "val-test gap = best val acc - test acc; underfit below = the train-acc floor for "
+            "this dataset (majority-class rate of the test labels + margin, at least the "
+            "absolute floor).", precedence_text()],
+                [("Thresholds", format_frame(thresholds_frame())),
+                 ("Per trial", format_frame(summary.diagnostics[diag_columns]))], []),
+        Section("Hyperparameter importance", [imp_text],
+                [("", format_frame(importance.frame))] if len(importance.frame) else [],
+                ["importance"]),
+        Section("Time and budget", [], [], ["accuracy_vs_time", "epochs_run"]),
+        Section("Best trials on the test split",
+                [f"Trials: {', '.join(summary.roc) or 'none with saved test predictions'}."],
+                [], ["roc", "confusion"]),
+    ]
+
+
+def render_markdown(sections: list[Section], image_files: Mapping[str, str], title: str) -> str:
+    """Return the report as Markdown; figures link to ``image_files`` (name -> relative path)."""
+    parts = [f"# {title}"]
+    for section in sections:
+        parts.append(f"## {section.title}")
+        parts += section.paragraphs
+        for caption, table in section.tables:
+            parts += ([f"**{caption}**"] if caption else []) + [markdown_table(table)]
+        parts += [f"![{FIGURES[f]}]({image_files[f]})" for f in section.figures if f in image_files]
+    return "\n\n".join(parts) + "\n"
+
+
+# A formatted number ("0.912", "+0.150 [+0.100, +0.200]", "11,000,000", "1.2e-09", "4/10", "-").
+_NUMBER = re.compile(r"^(-|[+-]?[\d,]*\.?\d+(e[+-]?\d+)?(/\d+)?( \[.*\])?)$")
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1.5em; max-width: 1400px;
+       color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 2em; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: left; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
+figure { margin: 1em 0; } img { max-width: 100%; } figcaption { font-size: 0.85em; color: #555; }
+"""
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    """Return ``frame`` (already text) as an escaped HTML table, numeric cells right-aligned."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for row in frame.itertuples(index=False):
+        cells = "".join(f'<td class="num">{html.escape(str(v))}</td>' if _NUMBER.match(str(v))
+                        else f"<td>{html.escape(str(v))}</td>" for v in row)
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def render_html(sections: list[Section], images: Mapping[str, bytes], title: str) -> str:
+    """Return the report as one self-contained HTML page (``images``: figure name -> PNG bytes)."""
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
+        for caption, table in section.tables:
+            if caption:
+                parts.append(f"<h3>{html.escape(caption)}</h3>")
+            parts.append(f'<div class="scroll">{html_table(table)}</div>')
+        for name in (f for f in section.figures if f in images):
+            data = base64.b64encode(images[name]).decode("ascii")
+            parts.append(f'<figure><img src="data:image/png;base64,{data}" '
+                         f'alt="{html.escape(FIGURES[name])}"><figcaption>'
+                         f"{html.escape(FIGURES[name])}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,169 @@
+"""Command line: summarize one or more experiment folders into tables, plots and a report.
+
+    python -m analysis.summarize [EXPERIMENT_DIR ...] [--out DIR] [--group-by COLS] [--top K]
+
+Writes summary.csv (tidy trial x epoch frame; summary.parquet too when pyarrow imports),
+trials.csv, groups.csv, comparisons.csv, diagnostics.csv, PNG figures, summary.md and a
+self-contained report.html into --out, and prints the best tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from analysis import plots
+from analysis.errors import AnalysisError
+from analysis.experiments import newest_experiment
+from analysis.formatting import format_frame
+from analysis.report import (
+    comparisons_table, render_html, render_markdown, report_sections, top_table,
+)
+from analysis.summary import Summary, build_summary
+from analysis.tables import GROUP_COLUMNS, epochs_run_counts
+
+DEFAULT_RESULTS = Path("results")
+OUT_SUBDIR = "summary"
+MAX_TRIAL_BARS = 60
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Return the parser of ``python -m analysis.summarize``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.summarize",
+        description="Summarize transfer-learning search results (only reads experiment folders).")
+    parser.add_argument("experiments", nargs="*", type=Path, metavar="EXPERIMENT_DIR",
+                        help="experiment folder(s); default: the newest under "
+                             f"./{DEFAULT_RESULTS}. Several are merged into one comparison.")
+    group = parser.add_argument_group("output")
+    group.add_argument("--out", type=Path, default=None,
+                       help=f"output folder (default: <first experiment>/{OUT_SUBDIR}/)")
+    group.add_argument("--group-by", default=None,
+                       help="comma-separated Table 1 columns that define groups "
+                            f"(default: {','.join(GROUP_COLUMNS)})")
+    group.add_argument("--top", type=int, default=5,
+                       help="number of best trials to plot and print (default: %(default)s)")
+    return parser
+
+
+def draw_figures(summary: Summary) -> dict[str, bytes]:
+    """Return every figure of the report as PNG bytes, keyed by figure name."""
+    exp, table = summary.experiment, summary.table
+    labels = {t: f"{t} {b}" for t, b in zip(table["trial"], table.get("backbone", table["trial"]))}
+    figures = {
+        "curves_top": plots.plot_curves(exp.frame, summary.top, labels,
+                                        f"top {len(summary.top)} trials by best {summary.metric}"),
+        "curves_groups": plots.plot_group_curves(exp.frame, summary.group_trials),
+        "accuracy_vs_time": plots.plot_accuracy_vs_time(table, summary.rank_column),
+        # One bar per trial stays readable up to MAX_TRIAL_BARS trials; beyond, count them.
+        "epochs_run": plots.plot_epochs_run(table) if len(table) <= MAX_TRIAL_BARS
+        else plots.plot_epochs_run_counts(epochs_run_counts(table)),
+    }
+    if len(summary.importance.frame):
+        figures["importance"] = plots.plot_importance(summary.importance)
+    if summary.roc:
+        figures["roc"] = plots.plot_roc(summary.roc)
+        figures["confusion"] = plots.plot_confusion(summary.confusion, summary.class_names)
+    images = {}
+    for name, fig in figures.items():
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        images[name] = buffer.getvalue()
+    return images
+
+
+def _write_frames(summary: Summary, out: Path) -> list[Path]:
+    frames = {"summary": summary.experiment.frame, "trials": summary.table,
+              "groups": summary.groups, "comparisons": summary.comparisons,
+              "diagnostics": summary.diagnostics}
+    if len(summary.seeds):
+        frames["seeds"] = summary.seeds
+    written = []
+    for name, frame in frames.items():
+        frame.to_csv(out / f"{name}.csv", index=False)
+        written.append(out / f"{name}.csv")
+    try:
+        summary.experiment.frame.to_parquet(out / "summary.parquet", index=False)
+        written.append(out / "summary.parquet")
+    except (ImportError, ValueError, TypeError) as exc:
+        summary.notes.append(f"summary.parquet not written ({type(exc).__name__}: {exc})")
+    return written
+
+
+def write_outputs(summary: Summary, out: Path) -> list[Path]:
+    """Write CSVs (and parquet), PNGs, summary.md and report.html into ``out``; return the paths.
+
+    Raises:
+        AnalysisError: ``out`` cannot be created or written.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = _write_frames(summary, out)
+        images = draw_figures(summary)
+        for name, data in images.items():
+            (out / f"{name}.png").write_bytes(data)
+            written.append(out / f"{name}.png")
+        sections = report_sections(summary)
+        title = "Transfer-learning search: " + ", ".join(
+            summary.experiment.trials["experiment"].unique())
+        (out / "summary.md").write_text(
+            render_markdown(sections, {n: f"{n}.png" for n in images}, title), encoding="utf-8")
+        (out / "report.html").write_text(render_html(sections, images, title), encoding="utf-8")
+    except OSError as exc:
+        raise AnalysisError(f"cannot write to {out}: {exc.strerror or exc}") from exc
+    return written + [out / "summary.md", out / "report.html"]
+
+
+def print_summary(summary: Summary, written: Sequence[Path]) -> None:
+    """Print the top-K trials, the paired comparisons and the written paths."""
+    with pd.option_context("display.width", 200, "display.max_columns", None,
+                           "display.max_colwidth", 40):
+        print(f"Top {len(summary.top)} trials by best {summary.metric} ({summary.mode}):")
+        print(top_table(summary).to_string(index=False))
+        if len(summary.comparisons):
+            print("\nPaired comparisons (test accuracy, A - B with 95% CI, McNemar exact p):")
+            shown = comparisons_table(summary.comparisons).drop(columns=["trial A", "trial B"])
+            print(shown.to_string(index=False))
+        print("\nBest per group:")
+        print(format_frame(summary.groups).to_string(index=False))
+        if len(summary.seeds):
+            print("\nRepeated seeds (test accuracy mean and sample std):")
+            print(format_frame(summary.seeds).to_string(index=False))
+    importance = summary.importance
+    print(f"\nHyperparameter importance: {importance.note or importance.method}")
+    if len(importance.frame):
+        print("  " + ", ".join(f"{p} {v:.2f}" for p, v in importance.frame.itertuples(index=False)))
+    print("\nWritten:")
+    for path in written:
+        print(f"  {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (1 with a one-line error for bad input)."""
+    args = get_args_parser().parse_args(argv)
+    try:
+        paths = list(args.experiments) or [newest_experiment(DEFAULT_RESULTS)]
+        group_by = None
+        if args.group_by is not None:
+            group_by = [c.strip() for c in args.group_by.split(",") if c.strip()]
+            if not group_by:
+                raise AnalysisError("--group-by needs at least one column")
+        summary = build_summary(paths, group_by=group_by, top=args.top)
+        out = args.out or Path(paths[0]) / OUT_SUBDIR
+        written = write_outputs(summary, out)
+    except AnalysisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print_summary(summary, written)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

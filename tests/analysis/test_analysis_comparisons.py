@@ -1,0 +1,67 @@
+"""Paired comparison families: sides chosen by validation, numbers from saved predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from analysis_builders import HEALTHY, LABELS, OVERFIT, predictions_from_correct
+
+from analysis.comparisons import compare_trials, paired_comparisons
+from analysis.load import Predictions, load_experiments
+from analysis.tables import trial_table
+
+
+def _correct(n_right: int, *, offset: int = 0) -> np.ndarray:
+    correct = np.zeros(LABELS.size, dtype=bool)
+    correct[offset:offset + n_right] = True
+    return correct
+
+
+@pytest.fixture
+def comparisons(builder):
+    exp_dir = builder()
+    fine_tune = _correct(180)                     # right on images 0..179
+    frozen = _correct(150)                        # right on 0..149: fine-tune alone on 30
+    exp_dir.trial("a6a60001", HEALTHY, test_acc=0.9, freeze="none",
+                  predictions=predictions_from_correct(fine_tune))
+    exp_dir.trial("a6a60002", HEALTHY, test_acc=0.75, freeze="backbone",
+                  predictions=predictions_from_correct(frozen))
+    # A worse-by-val fine-tune trial with better test accuracy must not be picked.
+    exp_dir.trial("a6a60003", OVERFIT, test_acc=1.0, freeze="none",
+                  predictions=predictions_from_correct(np.ones(LABELS.size, bool)))
+    exp_dir.trial("a6a60004", HEALTHY, test_acc=0.5, backbone="convmodel", weights="none",
+                  predictions=predictions_from_correct(_correct(100)))
+    exp_dir.trial("a6a60005", HEALTHY, epochs_run=2, weights="IMAGENET1K_V2")  # no predictions
+    exp = load_experiments([exp_dir.path])
+    frame = paired_comparisons(trial_table(exp), exp.predictions, "best_val_acc", "max",
+                               n_resamples=500)
+    return frame.set_index(["family", "scope"])
+
+
+def test_fine_tune_vs_fixed_extractor(comparisons):
+    row = comparisons.loc[("fine-tune vs fixed extractor", "backbone=resnet18")]
+    assert (row["trial_a"], row["trial_b"]) == ("a6a60001", "a6a60002"), "sides picked by val"
+    assert row["diff"] == pytest.approx(30 / 200), "A - B test accuracy"
+    assert (row["a_only"], row["b_only"]) == (30, 0), "discordant counts"
+    assert row["p_value"] == pytest.approx(2 * 0.5**30), "McNemar exact"
+    # 30 of 200 discordant, all one way: SE = sqrt(0.15 * 0.85 / 200) = 0.025.
+    assert 0.09 < row["ci_low"] < 0.15 < row["ci_high"] < 0.21, f"CI {row['ci_low']}, {row['ci_high']}"
+
+
+def test_side_without_predictions_gets_a_note(comparisons):
+    row = comparisons.loc[("IMAGENET1K_V1 vs IMAGENET1K_V2", "backbone=resnet18")]
+    assert np.isnan(row["diff"]), "no V2 predictions: no number"
+    assert "weights=IMAGENET1K_V2" in row["note"], row["note"]
+
+
+def test_best_backbone_vs_other(comparisons):
+    row = comparisons.loc[("best backbone vs other", "all trials")]
+    assert (row["a"], row["b"]) == ("resnet18", "convmodel"), dict(row)
+    assert row["diff"] == pytest.approx(0.9 - 0.5), "best resnet18 trial vs convmodel"
+
+
+def test_different_test_labels_are_not_compared():
+    probs = np.full((4, 2), 0.5)
+    a = Predictions(probs, np.array([0, 1, 0, 1]))
+    b = Predictions(probs, np.array([1, 1, 0, 1]))
+    assert "not the same test split" in compare_trials(a, b)["note"]
