@@ -161,13 +161,17 @@ def get_classifier(model: nn.Module, spec: BackboneSpec) -> nn.Linear:
     return layer
 
 
-def replace_head(model: nn.Module, spec: BackboneSpec, num_classes: int) -> nn.Linear:
-    """Swap the final Linear for a fresh one with ``num_classes`` outputs; returns the new head."""
-    old = get_classifier(model, spec)
-    new = nn.Linear(old.in_features, num_classes)
+def set_classifier(model: nn.Module, spec: BackboneSpec, module: nn.Module) -> None:
+    """Put ``module`` where the classifier lives (an ``nn.Identity`` there exposes the features)."""
     parent_path, _, attr = spec.classifier.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
-    setattr(parent, attr, new)
+    setattr(parent, attr, module)
+
+
+def replace_head(model: nn.Module, spec: BackboneSpec, num_classes: int) -> nn.Linear:
+    """Swap the final Linear for a fresh one with ``num_classes`` outputs; returns the new head."""
+    new = nn.Linear(get_classifier(model, spec).in_features, num_classes)
+    set_classifier(model, spec, new)
     return new
 
 

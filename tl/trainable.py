@@ -6,6 +6,8 @@ memory (shared through the object store) and become float batches on the trial's
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import tempfile
@@ -18,12 +20,13 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from torch import nn
 
-from tl.data import DatasetArrays, load_dataset
+from tl.data import DatasetArrays, cache_dir, load_dataset
 from tl.errors import TLError
 from tl.metrics import classification_metrics
-from tl.models import apply_freeze, build_model, freeze_bn_stats, get_backbone
+from tl.models import apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier, set_classifier
 from tl.weights import load_state_dict, normalization
 
 # Every key a trial config may carry, with its default. The search space overrides these.
@@ -32,7 +35,7 @@ DEFAULTS: dict = {
     "freeze": "none", "freeze_fraction": 0.75, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4,
     "epochs": 5, "image_size": 28, "optimizer": "adamw", "scheduler": "cosine", "augment": True,
     "label_smoothing": 0.0, "patch_size": 4, "seed": 0, "metric": "val_acc", "mode": "max",
-    "fail_at_epoch": 0, "compile": False,
+    "fail_at_epoch": 0, "feature_cache": True,
 }
 
 OPTIMIZERS = {
@@ -125,6 +128,47 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return loss, logits.softmax(1).cpu().numpy()
 
 
+def _identity_batcher(features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    return features
+
+
+def _array_fingerprint(arrays: DatasetArrays) -> str:
+    h = hashlib.sha1()
+    for split in ("train", "val", "test"):
+        h.update(np.ascontiguousarray(arrays.images[split]).data)
+        h.update(np.ascontiguousarray(arrays.labels[split]).data)
+    return h.hexdigest()[:16]
+
+
+def cached_features(model: nn.Module, spec, cfg: dict, arrays: DatasetArrays, split: dict, batcher: Batcher,
+                    device: torch.device) -> dict[str, torch.Tensor]:
+    """Frozen-backbone features per split, computed once per (backbone, weights, input size,
+    normalisation, data fingerprint) and shared on disk by every trial on the node.
+
+    Features come from un-augmented images: a fixed-feature-extractor trial trains its head
+    without augmentation (set ``feature_cache=False`` to augment through the full network).
+    """
+    key = hashlib.sha1(json.dumps([cfg["backbone"], cfg["weights"], batcher.size, batcher.mean.flatten().tolist(),
+                                   batcher.std.flatten().tolist(), _array_fingerprint(arrays)]).encode()).hexdigest()[:20]
+    path = cache_dir() / "features" / f"{key}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):  # concurrent trials wait for the first one's pass
+        if not path.exists():
+            head = get_classifier(model, spec)
+            set_classifier(model, spec, nn.Identity())
+            with torch.inference_mode():
+                model.eval()
+                feats = {s: torch.cat([model(batcher(images[i:i + 256].to(device))).float().cpu()
+                                       for i in range(0, len(images), 256)]).numpy()
+                         for s, (images, _) in split.items()}
+            set_classifier(model, spec, head)
+            tmp = path.with_suffix(".part.npz")
+            np.savez(tmp, **feats)
+            os.replace(tmp, path)
+        with np.load(path) as npz:
+            return {s: torch.from_numpy(npz[s]) for s in split}
+
+
 def _as_tensor(array: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():  # arrays from the object store are read-only views; we never write
         warnings.simplefilter("ignore", UserWarning)
@@ -163,6 +207,12 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
     split = {s: (_as_tensor(arrays.images[s]), torch.from_numpy(np.asarray(arrays.labels[s]))) for s in ("train", "val", "test")}
     if cfg["batch_size"] > len(split["train"][1]):
         raise TLError(f"batch_size {cfg['batch_size']} is larger than the training set ({len(split['train'][1])} images)")
+    net = model  # what the epoch loop trains: the whole model, or only its head on cached features
+    if cfg["freeze"] == "backbone" and cfg["feature_cache"]:
+        features = cached_features(model, spec, cfg, arrays, split, eval_batcher, device)
+        split = {s: (features[s], split[s][1]) for s in split}
+        net = get_classifier(model, spec)
+        train_batcher = eval_batcher = _identity_batcher
     sign = 1 if cfg["mode"] == "max" else -1
     start, best = 1, {"score": -math.inf, "epoch": 0, "model": None}
     if checkpoint_dir:
@@ -180,11 +230,11 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
         generator = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)  # resume-deterministic
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_one_epoch(model, criterion, optimizer, *split["train"], train_batcher,
+        train_loss, train_acc = train_one_epoch(net, criterion, optimizer, *split["train"], train_batcher,
                                                 cfg["batch_size"], generator, device)
         scheduler.step()
         train_time = time.perf_counter() - t0
-        val_loss, val_probs = evaluate(model, *split["val"], eval_batcher, device)
+        val_loss, val_probs = evaluate(net, *split["val"], eval_batcher, device)
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                    **classification_metrics(val_probs, split["val"][1].numpy(), "val"), "lr": lr,
                    "epoch_time_s": time.perf_counter() - t0, "images_per_s": len(split["train"][1]) / train_time,
@@ -196,7 +246,7 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
                  "epoch": epoch, "best_score": best["score"], "best_epoch": best["epoch"], "best_model": best["model"]}
         if epoch == cfg["epochs"]:
             model.load_state_dict(best["model"])  # test once, with the weights val chose
-            test_loss, test_probs = evaluate(model, *split["test"], eval_batcher, device)
+            test_loss, test_probs = evaluate(net, *split["test"], eval_batcher, device)
             test_labels = split["test"][1].numpy()
             metrics.update({"test_loss": test_loss, **classification_metrics(test_probs, test_labels, "test"),
                             "test_n": len(test_labels), "best_epoch": best["epoch"]})
