@@ -35,7 +35,7 @@ def _subset_folder(root: Path, n_train: int, dest: Path) -> Path:
     step = max(1, len(files) // n_train)
     for f in files[::step][:n_train]:
         (dest / "train" / f.parent.name).mkdir(parents=True, exist_ok=True)
-        (dest / "train" / f.parent.name / f.name).symlink_to(f)
+        (dest / "train" / f.parent.name / f.name).symlink_to(f.resolve())
     return dest
 
 

@@ -6,17 +6,26 @@ from pathlib import Path
 
 import pytest
 
+# ../shared/data beside the checkout, where CI and the dev machines keep the real data.
+_DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+_REQUIRED = ("pneumoniamnist.npz", "chest_xray/train/NORMAL", "chest_xray/train/PNEUMONIA",
+             "chest_xray/test/NORMAL", "chest_xray/test/PNEUMONIA")
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """``$TL_DATA_DIR``, else ``../shared/data`` beside the checkout (where CI puts it)."""
-    path = Path(os.environ.get("TL_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    assert (path / "pneumoniamnist.npz").is_file(), f"real data missing: set TL_DATA_DIR (looked in {path})"
-    return path
+    """``$TL_DATA_DIR``, else ``../shared/data`` beside the checkout (where CI puts it); fails if absent."""
+    env = os.environ.get("TL_DATA_DIR")
+    root = Path(env).expanduser() if env else _DEFAULT_DATA_DIR
+    missing = [r for r in _REQUIRED if not (root / r).exists()]
+    if missing:
+        pytest.fail(f"real data missing under {root}: {', '.join(missing)}. Set TL_DATA_DIR to the folder "
+                    "holding pneumoniamnist.npz and chest_xray/ (see ../shared/data/README.md)", pytrace=False)
+    return root
 
 
 @pytest.fixture(scope="session", autouse=True)
-def tl_cache_dir(tmp_path_factory) -> Path:
+def tl_cache_dir(tmp_path_factory: pytest.TempPathFactory):
     """Decoded arrays and features go to a temp cache, inherited by subprocesses and Ray workers."""
     path = tmp_path_factory.mktemp("tl_cache")
     old = os.environ.get("TL_CACHE_DIR")

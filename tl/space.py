@@ -133,6 +133,12 @@ def _check_param(path: str, key: str, value) -> None:
             raise _fail(path, key, "set it through BACKBONES / FREEZE, not PARAMS or FIXED")
 
 
+def _point_in_space(space: SearchSpace, point: dict) -> bool:
+    """Whether a START_WITH recipe's (backbone, weights) is still offered by the space."""
+    b, w = point.get("backbone"), point.get("weights")
+    return b in space.backbones and (w is None or w in space.backbones[b])
+
+
 def validate_space(space: SearchSpace) -> None:
     """Check every constant; raises TLError naming the file, the key and the reason."""
     p = space.path
@@ -166,8 +172,7 @@ def validate_space(space: SearchSpace) -> None:
     if space.sampler not in SAMPLERS:
         raise _fail(p, "SAMPLER", f"must be one of {SAMPLERS}, got {space.sampler!r}")
     for point in space.start_with:
-        b, w = point.get("backbone"), point.get("weights")
-        if b not in space.backbones or (w is not None and w not in space.backbones[b]):
+        if not _point_in_space(space, point):
             raise _fail(p, "START_WITH", f"{point!r} is not in BACKBONES")
     if space.cpus_per_trial <= 0 or space.gpus_per_trial < 0:
         raise _fail(p, "CPUS_PER_TRIAL", "CPUs must be > 0 and GPUs >= 0")
@@ -197,6 +202,8 @@ def apply_overrides(space: SearchSpace, pins: list[str]) -> SearchSpace:
             space.fixed[key] = value
         else:
             raise TLError(f"--set {key}: unknown key; settable: backbone, weights, freeze, {', '.join(sorted(DEFAULTS))}")
+    # A pin may leave a START_WITH recipe outside BACKBONES: drop it (as optuna_points would), don't fail.
+    space.start_with = [pt for pt in space.start_with if _point_in_space(space, pt)]
     validate_space(space)
     return space
 
@@ -208,10 +215,8 @@ def _slug(name: str) -> str:
 def optuna_points(space: SearchSpace) -> list[dict]:
     """START_WITH recipes in the sampler's parameter names, skipping pairs no longer in the space."""
     points = []
-    for point in space.start_with:
+    for point in filter(lambda pt: _point_in_space(space, pt), space.start_with):
         b, w = point["backbone"], point.get("weights")
-        if b not in space.backbones or (w is not None and w not in space.backbones[b]):
-            continue
         renamed = {k: v for k, v in point.items() if k != "weights"}
         if w is not None:
             renamed[f"weights_for_{_slug(b)}"] = w

@@ -228,6 +228,9 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
         if cfg["fail_at_epoch"] == epoch and not restored:
             raise InjectedFault(f"fault injected at epoch {epoch} (fail_at_epoch)")
         generator = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)  # resume-deterministic
+        # Dropout draws from the global RNG, which a checkpoint does not carry: reseed it per epoch too
+        # (another stream than the generator's), so a resumed epoch replays the same masks.
+        torch.manual_seed(cfg["seed"] * 100_003 + epoch + 50_021)
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc = train_one_epoch(net, criterion, optimizer, *split["train"], train_batcher,
