@@ -86,18 +86,24 @@ def test_freeze_none_trains_everything(name: str):
     assert counts["trainable_params"] == counts["total_params"], counts
 
 
-@pytest.mark.parametrize("name, n_body, first_name", [
-    ("resnet18", 60, "layer3.0.conv1.weight"),  # conv1, bn1, layer1, layer2 frozen: 30 of 60 tensors
-    ("timm/efficientnet_lite0", 147, "blocks.4.0.bn1.bias"),  # round(73.5) = 74 of 147
+@pytest.mark.parametrize("name, n_body, n_frozen, first_name", [
+    ("resnet18", 60, 30, "layer3.0.conv1.weight"),  # conv1, bn1, layer1, layer2 frozen: 30 of 60 tensors
+    # round(73.5) = 74 would cut blocks.4.0.bn1 between weight and bias: the cut moves to 75
+    ("timm/efficientnet_lite0", 147, 75, "blocks.4.0.conv_dw.weight"),
 ])
-def test_freeze_partial_freezes_the_input_side_fraction(name: str, n_body: int, first_name: str):
+def test_freeze_partial_freezes_the_input_side_fraction(name: str, n_body: int, n_frozen: int, first_name: str):
     model = build_model(name, 3)
     apply_freeze(model, get_backbone(name), "partial", fraction=0.5)
     body = _body_params(model, name)
     assert len(body) == n_body, f"{name}: {len(body)} body tensors"
     flags = [p.requires_grad for p in body]
     first_trainable = flags.index(True)
-    assert first_trainable == round(0.5 * n_body), f"{name}: first trainable body tensor {first_trainable} of {n_body}"
+    assert first_trainable == n_frozen, f"{name}: first trainable body tensor {first_trainable} of {n_body}"
+    modules = {}
+    for (k, p) in model.named_parameters():
+        modules.setdefault(k.rpartition(".")[0], set()).add(p.requires_grad)
+    split = [m for m, states in modules.items() if len(states) > 1]
+    assert not split, f"{name}: half-frozen modules {split}"
     assert all(flags[first_trainable:]), f"{name}: every tensor after the frozen half trains"
     names = [k for k, p in model.named_parameters() if p.requires_grad]
     assert names[0] == first_name, f"{name}: first trainable parameter {names[0]}"

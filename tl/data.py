@@ -284,7 +284,7 @@ def load_dataset(dataset: str, image_size: int, data_dir: str | Path | None = No
     path = resolve_dataset_path(dataset, data_dir, offline)
     if path.is_file():
         return load_npz_splits(path)
-    key = f"{path.name}-{_fingerprint(path)}-{image_size}px-seed{seed}"
+    key = f"{path.name}-{_fingerprint(path)}-{image_size}px-seed{seed}{'-skipbad' if skip_bad else ''}"
     cache = cache_dir() / "decoded" / f"{key}.npz"
     if use_cache and cache.exists():
         return _read_cache(cache)

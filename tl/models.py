@@ -223,9 +223,14 @@ def apply_freeze(model: nn.Module, spec: BackboneSpec, mode: str, fraction: floa
     if not 0.0 <= fraction <= 1.0:
         raise TLError(f"freeze_fraction must be in [0, 1], got {fraction}")
     head_ids = {id(p) for p in get_classifier(model, spec).parameters()}
-    body = [p for p in model.parameters() if id(p) not in head_ids]
-    n_frozen = {"none": 0, "backbone": len(body), "partial": int(round(fraction * len(body)))}[mode]
-    for i, p in enumerate(body):
+    body = [(name, p) for name, p in model.named_parameters() if id(p) not in head_ids]
+    target = {"none": 0, "backbone": len(body), "partial": int(round(fraction * len(body)))}[mode]
+    # Freeze whole layers: extend the cut to the end of the module it falls in, so no layer (a
+    # BatchNorm's weight and bias, say) ends half frozen.
+    n_frozen = target
+    while 0 < n_frozen < len(body) and body[n_frozen][0].rpartition(".")[0] == body[n_frozen - 1][0].rpartition(".")[0]:
+        n_frozen += 1
+    for i, (_, p) in enumerate(body):
         p.requires_grad_(i >= n_frozen)
     for p in get_classifier(model, spec).parameters():
         p.requires_grad_(True)
