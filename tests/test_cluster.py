@@ -1,0 +1,76 @@
+"""A two-node Ray cluster on one machine: trials run on both nodes, and survive losing one (R3)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rows(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now
+            pass
+    return rows
+
+
+@pytest.fixture
+def two_node_cluster():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster, worker
+    cluster.shutdown()
+
+
+def test_search_uses_both_nodes_and_survives_losing_one(two_node_cluster, tmp_path, data_dir):
+    cluster, worker = two_node_cluster
+    exp = tmp_path / "multi"
+    search = subprocess.Popen(
+        [sys.executable, "-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data_dir),
+         "--storage", str(tmp_path), "--name", "multi", "--num-samples", "4", "--set", "batch_size=128",
+         "--grace-period", "3",  # no ASHA stop: the worker's trial is surely mid-run when the node dies
+         "--address", cluster.address],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    # Wait until both nodes have reported an epoch, then take the worker node away mid-trial.
+    nodes_seen: set[str] = set()
+    deadline = time.time() + 240
+    while time.time() < deadline and search.poll() is None:
+        nodes_seen = {r["node_id"] for d in exp.glob("*/") for r in _rows(d)}
+        if worker.node_id in nodes_seen and len(nodes_seen) >= 2:
+            break
+        time.sleep(0.5)
+    assert len(nodes_seen) >= 2 and worker.node_id in nodes_seen, \
+        f"trials did not run on both nodes: saw {nodes_seen}, worker {worker.node_id}"
+    cluster.remove_node(worker)  # R3: the second node dies mid-search
+    out, _ = search.communicate(timeout=400)
+    assert search.returncode == 0, out[-3000:]
+    assert "4 trials, 0 errored" in out, out[-2000:]
+    moved = []
+    for d in exp.glob("*/"):
+        rows = _rows(d)
+        epochs = [r["epoch"] for r in rows]
+        assert epochs == sorted(set(epochs)), f"{d.name}: an epoch was re-run after the node died: {epochs}"
+        if rows and rows[0]["node_id"] == worker.node_id and rows[-1]["node_id"] != worker.node_id:
+            moved.append(d.name)
+    worker_trials = [d.name for d in exp.glob("*/") if any(r["node_id"] == worker.node_id for r in _rows(d))]
+    unfinished_on_worker = [n for n in worker_trials if n not in moved and
+                            _rows(exp / n)[-1]["node_id"] == worker.node_id and
+                            "test_acc" not in _rows(exp / n)[-1] and not _rows(exp / n)[-1].get("done")]
+    assert not unfinished_on_worker, f"trials stranded on the dead node: {unfinished_on_worker}"
+    assert moved, f"no trial moved from the dead worker to the head (worker trials: {worker_trials})"
