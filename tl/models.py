@@ -202,12 +202,6 @@ def build_model(name: str, num_classes: int, state_dict: dict | None = None,
     return model
 
 
-def _set_bn_eval(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
-            m.eval()
-
-
 def apply_freeze(model: nn.Module, spec: BackboneSpec, mode: str, fraction: float = 0.75) -> dict:
     """Set ``requires_grad`` for a freeze mode; returns counts of trainable/total parameters.
 
@@ -239,7 +233,9 @@ def apply_freeze(model: nn.Module, spec: BackboneSpec, mode: str, fraction: floa
 
 def freeze_bn_stats(model: nn.Module) -> None:
     """Put BatchNorm layers whose parameters are all frozen in eval mode (fixed running stats)."""
-    _set_bn_eval(model)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
 
 
 def count_parameters(model: nn.Module) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 import math
 import os
 import tempfile
@@ -100,8 +101,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     order = torch.randperm(len(labels), generator=generator)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    # drop a last batch of 1: BatchNorm cannot train on it
-    n_batches = max(1, (len(order) - (len(order) % batch_size == 1)) // batch_size + (len(order) % batch_size > 1))
+    # a last batch of one image is dropped: BatchNorm cannot train on it
+    n_batches = len(order) // batch_size + (len(order) % batch_size > 1)
     for i in range(n_batches):
         idx = order[i * batch_size:(i + 1) * batch_size]
         x = batcher(images[idx].to(device, non_blocking=True), generator)
@@ -295,21 +296,13 @@ def train_transfer(config: dict, datasets: dict | None = None, weight_refs: dict
         state_dict = load_state_dict(cfg["backbone"], cfg["weights"])
     node_id = ray.get_runtime_context().get_node_id()  # where it ran: placement on a cluster is checkable
     checkpoint = tune.get_checkpoint()
-    with (checkpoint.as_directory() if checkpoint else _nullcontext()) as restore_dir:
+    with (checkpoint.as_directory() if checkpoint else nullcontext()) as restore_dir:
         for metrics, state in run_epochs(cfg, arrays, state_dict, restore_dir):
             with tempfile.TemporaryDirectory() as tmp:
                 save_checkpoint(state, Path(tmp))
                 if "test_predictions" in state:
                     _save_beside_trial(state["test_predictions"])
                 tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(tmp))
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _save_beside_trial(predictions: dict) -> None:
