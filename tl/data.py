@@ -55,6 +55,7 @@ class DatasetArrays:
     labels: dict[str, np.ndarray]
     class_names: list[str]
     split_record: dict = field(default_factory=dict)
+    fingerprint: str = ""  # identifies the source data; keys caches derived from it
 
     @property
     def num_classes(self) -> int:
@@ -283,16 +284,19 @@ def load_dataset(dataset: str, image_size: int, data_dir: str | Path | None = No
     """
     path = resolve_dataset_path(dataset, data_dir, offline)
     if path.is_file():
-        return load_npz_splits(path)
+        arrays = load_npz_splits(path)
+        arrays.fingerprint = _fingerprint(path)
+        return arrays
     key = f"{path.name}-{_fingerprint(path)}-{image_size}px-seed{seed}{'-skipbad' if skip_bad else ''}"
     cache = cache_dir() / "decoded" / f"{key}.npz"
     if use_cache and cache.exists():
-        return _read_cache(cache)
+        return _read_cache(cache, key)
     cache.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache) + ".lock"):
         if use_cache and cache.exists():
-            return _read_cache(cache)
+            return _read_cache(cache, key)
         arrays = load_image_folder(path, image_size, seed=seed, skip_bad=skip_bad)
+        arrays.fingerprint = key
         if use_cache:
             tmp = cache.with_suffix(".part.npz")
             np.savez(tmp, meta=np.array(json.dumps({"name": arrays.name, "class_names": arrays.class_names,
@@ -303,9 +307,9 @@ def load_dataset(dataset: str, image_size: int, data_dir: str | Path | None = No
     return arrays
 
 
-def _read_cache(path: Path) -> DatasetArrays:
+def _read_cache(path: Path, key: str) -> DatasetArrays:
     with np.load(path) as npz:
         meta = json.loads(str(npz["meta"]))
         return DatasetArrays(meta["name"], {s: npz[f"{s}_images"] for s in SPLITS},
                              {s: npz[f"{s}_labels"] for s in SPLITS}, meta["class_names"],
-                             meta["split_record"])
+                             meta["split_record"], key)

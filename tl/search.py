@@ -146,9 +146,12 @@ def run_search(args: argparse.Namespace) -> int:
         raise TLError(f"--resume: no experiment {name!r} under {storage}")
     if not args.resume and exp_dir is not None and exp_dir.exists():
         raise TLError(f"experiment {exp_dir} exists; pass --resume to continue it or choose another --name")
-    resolve_dataset_path(space.dataset, args.data_dir, args.offline)
-    datasets = {size: load_dataset(space.dataset, size, args.data_dir, offline=args.offline, seed=args.seed,
-                                   skip_bad=args.skip_bad_images) for size in space.image_sizes()}
+    source = resolve_dataset_path(space.dataset, args.data_dir, args.offline)
+    # An .npz is stored at one size (trials resize batches): load it once, share it for every size.
+    sizes = space.image_sizes()[:1] if source.is_file() else space.image_sizes()
+    loaded = {size: load_dataset(space.dataset, size, args.data_dir, offline=args.offline, seed=args.seed,
+                                 skip_bad=args.skip_bad_images) for size in sizes}
+    datasets = {size: loaded.get(size, loaded[sizes[0]]) for size in space.image_sizes()}
     first = next(iter(datasets.values()))
     batch_sizes = space.params.get("batch_size", [space.fixed.get("batch_size", 64)])
     if isinstance(batch_sizes, list) and min(batch_sizes) > len(first.labels["train"]):
