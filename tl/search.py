@@ -30,6 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-epochs", type=int, help="ASHA max_t and cap on each trial's epochs")
     g.add_argument("--grace-period", type=int, help="ASHA grace period in epochs")
     g.add_argument("--reduction-factor", type=int, help="ASHA reduction factor")
+    g.add_argument("--time-budget-s", type=float, help="stop the whole search after this many seconds (running trials end unfinished)")
     g.add_argument("--sampler", choices=["tpe", "random", "cmaes", "qmc"], help="Optuna sampler")
     g.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial")
     g = p.add_argument_group("data and weights")
@@ -186,6 +187,7 @@ def run_search(args: argparse.Namespace) -> int:
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs,
                                         grace_period=space.grace_period, reduction_factor=space.reduction_factor),
                 metric=space.metric, mode=space.mode, num_samples=space.num_samples,
+                time_budget_s=args.time_budget_s,
                 trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=1,
