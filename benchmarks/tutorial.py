@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -26,10 +27,14 @@ def tutorial_loaders(root: Path, size: int, batch_size: int, n_train: int, worke
 
 
 def tutorial_train(model: nn.Module, head: nn.Module, loader: DataLoader, epochs: int, lr: float,
-                   device: torch.device) -> float:
-    """The tutorial's train loop over ``epochs``; returns wall seconds. Only ``head`` is optimised."""
+                   device: torch.device, params: Iterable[nn.Parameter] | None = None) -> float:
+    """The tutorial's train loop over ``epochs``; returns wall seconds.
+
+    Only ``head`` is optimised ("fixed feature extractor") unless ``params`` is given: pass
+    ``model.parameters()`` for the tutorial's "finetuning the ConvNet" variant.
+    """
     criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9)
+    optimizer = torch.optim.SGD(head.parameters() if params is None else params, lr=lr, momentum=0.9)
     t0 = time.perf_counter()
     for _ in range(epochs):
         model.train()
