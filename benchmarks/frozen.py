@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import device_description, subset_folder, write_json
 from benchmarks.tutorial import tutorial_loaders, tutorial_train
 from tl.data import load_image_folder
 from tl.models import apply_freeze, build_model, get_backbone, get_classifier
@@ -27,16 +26,6 @@ from tl.weights import load_state_dict, normalization
 
 TARGET = 8.0
 BACKBONE, WEIGHTS = "timm/efficientnet_lite0", "IMAGENET1K_PYPI"
-
-
-def _subset_folder(root: Path, n_train: int, dest: Path) -> Path:
-    """Symlink an evenly spaced subset of train/ (and all of test/) so both loops read the same files."""
-    files = sorted((root / "train").glob("*/*"))
-    step = max(1, len(files) // n_train)
-    for f in files[::step][:n_train]:
-        (dest / "train" / f.parent.name).mkdir(parents=True, exist_ok=True)
-        (dest / "train" / f.parent.name / f.name).symlink_to(f.resolve())
-    return dest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TL_CACHE_DIR"] = tmp  # cold cache: features are computed inside the timing
-        sub = _subset_folder(root, n_train, Path(tmp) / "data")
+        sub = subset_folder(root, n_train, Path(tmp) / "data")
         # ours: decode once, features once, head on features
         t0 = time.perf_counter()
         arrays = load_image_folder(sub, size, val_fraction=0.1, test_fraction=0.1, seed=0)
@@ -75,16 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "P2 frozen", "ratio": round(ratio, 2), "target": TARGET, "met": ratio >= TARGET,
               "ours_s": round(ours_s, 1), "tutorial_s": round(tut_s, 1), "epochs": args.epochs,
               "train_images": n_train, "image_size": size, "batch_size": batch, "backbone": BACKBONE,
-              "device": f"{device.type}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                        f"{threads} torch threads" if device.type == "cpu" else torch.cuda.get_device_name(),
+              "device": device_description(device, threads),
               "date": dt.date.today().isoformat(), "quick": args.quick,
               "ours_val_acc": round(metrics["val_acc"], 4)}
     print(f"{'':12}{'seconds':>10}{'images/s':>12}")
     print(f"{'tutorial':12}{tut_s:>10.1f}{ours_images / tut_s:>12.1f}")
     print(f"{'tl (cache)':12}{ours_s:>10.1f}{ours_images / ours_s:>12.1f}")
     print(f"ratio {ratio:.1f}x (target >= {TARGET}x) on {result['device']}, {result['date']}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    write_json(result, args.json)
     return 0
 
 

@@ -28,12 +28,15 @@ import datetime as dt
 import json
 import multiprocessing as mp
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
+
+from benchmarks.common import device_description, write_json
 
 OVERHEAD_TARGET_S = 15.0
 SCALING_TARGET = 1.6
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
               "met": over["overhead_s"] <= OVERHEAD_TARGET_S and scaling >= SCALING_TARGET,
               "search": over, "one_process_images_per_s": round(one[0], 1),
               "two_process_images_per_s": [round(r, 1) for r in two], "scaling_epochs": epochs,
-              "device": f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "device": device_description(torch.device("cpu")),
               "date": dt.date.today().isoformat(), "quick": args.quick,
               "load_avg_before": load_before, "load_avg_after": os.getloadavg()[0]}
     print(f"(a) tl.search smoke, {over['trials']} trials (epochs {over['trial_epochs']})")
@@ -129,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    {'2':12}{sum(two):>12.0f}   ({' + '.join(f'{r:.0f}' for r in two)})")
     print(f"    scaling {scaling:.2f}x (target >= {SCALING_TARGET}x) on {result['device']}, {result['date']}, "
           f"load {load_before:.2f}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    write_json(result, args.json)
     return 0
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.frozen import _subset_folder
+from benchmarks.common import device_description, subset_folder, write_json
 from benchmarks.tutorial import tutorial_loaders, tutorial_train
 from tl.data import load_image_folder
 from tl.models import build_model, get_backbone, get_classifier
@@ -84,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        sub = _subset_folder(root, n_train, Path(tmp) / "data")
+        sub = subset_folder(root, n_train, Path(tmp) / "data")
         t0 = time.perf_counter()
         # every subset image goes to train: both loops see exactly the same files
         arrays = load_image_folder(sub, size, val_fraction=0.0, test_fraction=0.0, seed=0)
@@ -107,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "P1 throughput", "ratio": ratio, "target": TARGET, "met": ratio >= TARGET,
               "models": rows, "decode_s": round(decode_s, 2), "decode_images_per_s": round(n / decode_s, 1),
               "epochs": epochs, "train_images": n, "image_size": size, "batch_size": batch, "freeze": "none",
-              "device": f"{device.type}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                        f"{args.threads} torch threads" if device.type == "cpu" else torch.cuda.get_device_name(),
+              "device": device_description(device, args.threads),
               "date": dt.date.today().isoformat(), "quick": args.quick, "load_avg": os.getloadavg()[0]}
     print(f"{'images/s':26}{'tutorial':>10}{'tl':>10}{'tl+decode':>11}{'ratio':>8}{'w/ decode':>11}")
     for name, r in rows.items():
@@ -117,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"decode once: {n} JPEGs in {decode_s:.1f} s ({n / decode_s:.0f} images/s); {epochs} epochs, "
           f"{size} px, batch {batch}")
     print(f"ratio (worst model) {ratio:.2f}x (target >= {TARGET}x) on {result['device']}, {result['date']}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    write_json(result, args.json)
     return 0
 
 
