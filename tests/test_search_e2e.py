@@ -91,3 +91,16 @@ def test_resume_of_a_finished_search_keeps_its_trials(smoke_experiment, data_dir
     assert proc.returncode == 0, proc.stderr[-2000:]
     after = {t["dir"].name: len(t["rows"]) for t in _trials(smoke_experiment)}
     assert after == before, "resuming a finished search changed its trials"
+
+
+def test_grid_sampler_runs_every_combination_once(tmp_path, data_dir):
+    """SAMPLER grid through the CLI: Ray's BasicVariantGenerator gets every combination as a point."""
+    proc = _run(["-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data_dir), "--storage", str(tmp_path),
+                 "--name", "grid", "--sampler", "grid", "--set", "lr=0.003", "--grace-period", "3"])
+    assert proc.returncode == 0, f"grid search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "grid: 2 trials" in proc.stdout
+    trials = _trials(tmp_path / "grid")
+    assert sorted(t["params"]["batch_size"] for t in trials) == [64, 128], [t["params"] for t in trials]
+    for t in trials:
+        assert t["params"]["lr"] == 0.003 and t["params"]["seed"] == 0, t["params"]
+        assert len(t["rows"]) == 3, f"{t['dir'].name}: grace period 3 = max epochs, no trial may stop early"

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from tl.errors import TLError
-from tl.space import SpaceSampler, apply_overrides, load_space, optuna_points
+from tl.space import SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points
 
 SPACE_FILES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.py"))
 
@@ -218,3 +218,33 @@ def test_sampler_survives_pickling(space):
     expected = sampler(optuna.trial.FixedTrial(params))
     assert clone(optuna.trial.FixedTrial(params)) == expected
     assert expected["freeze_fraction"] == 0.6 and expected["epochs"] == 5, expected
+
+
+GRID = """
+DATASET = "pneumoniamnist"
+BACKBONES = {"timm/efficientnet_lite0": ["IMAGENET1K_PYPI", "none"], "small_vit": ["none"]}
+FREEZE = ["none", "backbone", "partial"]
+PARAMS = {"seed": [0, 1, 2], "lr": [1e-3, 1e-2], "freeze_fraction": [0.5, 0.8], "patch_size": [4, 8]}
+FIXED = {"epochs": 9}
+MAX_EPOCHS = 4
+SAMPLER = "grid"
+"""
+
+
+def test_grid_enumerates_each_combination_once_with_the_samplers_conditionals(tmp_path: Path):
+    configs = grid_configs(load_space(_space_file(tmp_path, GRID)))
+    keys = [(c["backbone"], c["weights"], c["freeze"], c["seed"], c["lr"], c["freeze_fraction"], c["patch_size"])
+            for c in configs]
+    assert len(keys) == len(set(keys)), "a combination was repeated"
+    # pretrained Lite0: none + backbone (6 each) + partial x 2 fractions (12); Lite0 from scratch:
+    # never frozen (6); small_vit from scratch x 2 patch sizes (12). 6 = 3 seeds x 2 lr.
+    assert len(configs) == 6 + 6 + 12 + 6 + 12, len(configs)
+    assert all(c["freeze"] == "none" for c in configs if c["weights"] == "none")
+    lite = [c for c in configs if c["backbone"] != "small_vit"]
+    assert {c["patch_size"] for c in lite} == {4}, "patch_size is asked for small_vit only (default elsewhere)"
+    assert {c["epochs"] for c in configs} == {4}, "epochs are capped at MAX_EPOCHS as in the sampler"
+
+
+def test_grid_rejects_a_range(tmp_path: Path):
+    with pytest.raises(TLError, match=r"PARAMS: SAMPLER grid needs a list of choices, lr is a range"):
+        load_space(_space_file(tmp_path, GRID + 'PARAMS = {"lr": ("loguniform", 1e-4, 1e-2)}\n'))

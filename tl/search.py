@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tl.data import load_dataset, resolve_dataset_path
 from tl.errors import TLError
-from tl.space import SearchSpace, SpaceSampler, apply_overrides, load_space, optuna_points
+from tl.space import SAMPLERS, SearchSpace, SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points
 from tl.trainable import train_transfer
 from tl.weights import preflight
 
@@ -31,8 +31,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--grace-period", type=int, help="ASHA grace period in epochs")
     g.add_argument("--reduction-factor", type=int, help="ASHA reduction factor")
     g.add_argument("--time-budget-s", type=float, help="stop the whole search after this many seconds (running trials end unfinished)")
-    g.add_argument("--sampler", choices=["tpe", "random", "cmaes", "qmc"], help="Optuna sampler")
-    g.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial")
+    g.add_argument("--sampler", choices=list(SAMPLERS), help="Optuna sampler, or grid: every combination once")
+    g.add_argument("--seed", type=int, help="seed of the sampler and of every trial (default 0; a PARAMS seed "
+                                            "list in the file repeats each recipe per seed instead)")
     g = p.add_argument_group("data and weights")
     g.add_argument("--dataset", help="MedMNIST name, .npz file or ImageFolder root (overrides the file)")
     g.add_argument("--data-dir", default=os.environ.get("TL_DATA_DIR"), help="where named datasets live (env TL_DATA_DIR)")
@@ -58,7 +59,8 @@ def _space_from_args(args: argparse.Namespace) -> SearchSpace:
                  "cpus_per_trial", "gpus_per_trial"):
         if getattr(args, attr) is not None:
             setattr(space, attr, getattr(args, attr))
-    pins.append(f"seed={args.seed}")
+    if args.seed is not None or "seed" not in space.params:
+        pins.append(f"seed={args.seed or 0}")
     return apply_overrides(space, pins)
 
 
@@ -121,7 +123,11 @@ def _init_ray(address: str | None) -> None:
 
 def _make_searcher(space: SearchSpace, seed: int):
     import optuna
+    from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
+
+    if space.sampler == "grid":  # Ray's own generator: each listed config replaces one sample
+        return BasicVariantGenerator(points_to_evaluate=grid_configs(space))
 
     samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, space.num_samples // 3))),
                 "random": lambda: optuna.samplers.RandomSampler(seed=seed),
@@ -150,7 +156,7 @@ def run_search(args: argparse.Namespace) -> int:
     source = resolve_dataset_path(space.dataset, args.data_dir, args.offline)
     # An .npz is stored at one size (trials resize batches): load it once, share it for every size.
     sizes = space.image_sizes()[:1] if source.is_file() else space.image_sizes()
-    loaded = {size: load_dataset(space.dataset, size, args.data_dir, offline=args.offline, seed=args.seed,
+    loaded = {size: load_dataset(space.dataset, size, args.data_dir, offline=args.offline, seed=args.seed or 0,
                                  skip_bad=args.skip_bad_images) for size in sizes}
     datasets = {size: loaded.get(size, loaded[sizes[0]]) for size in space.image_sizes()}
     first = next(iter(datasets.values()))
@@ -159,6 +165,9 @@ def run_search(args: argparse.Namespace) -> int:
         raise TLError(f"batch_size {min(batch_sizes)} is larger than the training set ({len(first.labels['train'])} images)")
     weights, missing = preflight(space.weight_pairs(), args.offline)
     _drop_missing(space, missing, args.offline)
+    if space.sampler == "grid":
+        space.num_samples = len(grid_configs(space))
+        print(f"[tl.search] grid: {space.num_samples} trials, every combination once")
     space.fixed.update({"dataset": space.dataset, "data_dir": args.data_dir})
 
     _init_ray(args.address)
@@ -180,10 +189,13 @@ def run_search(args: argparse.Namespace) -> int:
                 "metric": space.metric, "mode": space.mode, "max_epochs": space.max_epochs,
                 "num_samples": space.num_samples, "dataset": first.describe(),
                 "started": dt.datetime.now().isoformat(timespec="seconds")}, indent=1, default=str))
+        # Grid points replace samples of param_space, so it must hold every key they set.
+        param_space = grid_configs(space)[0] if space.sampler == "grid" else None
         tuner = tune.Tuner(
             trainable,
+            param_space=param_space,
             tune_config=tune.TuneConfig(
-                search_alg=_make_searcher(space, args.seed),
+                search_alg=_make_searcher(space, args.seed or 0),
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs,
                                         grace_period=space.grace_period, reduction_factor=space.reduction_factor),
                 metric=space.metric, mode=space.mode, num_samples=space.num_samples,

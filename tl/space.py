@@ -8,6 +8,7 @@ parameter named per backbone, because Optuna wants one fixed choice list per par
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,14 +30,14 @@ SPACE_KEYS = {
     "NUM_SAMPLES": "number of trials",
     "GRACE_PERIOD": "ASHA: epochs before a trial can be stopped",
     "REDUCTION_FACTOR": "ASHA: keep the top 1/REDUCTION_FACTOR at each rung",
-    "SAMPLER": "optuna sampler: tpe, random, cmaes, qmc",
+    "SAMPLER": "tpe, random, cmaes, qmc (Optuna) or grid (every combination once; NUM_SAMPLES is ignored)",
     "CPUS_PER_TRIAL": "CPUs per trial (torch threads follow it)",
     "GPUS_PER_TRIAL": "GPUs per trial, fractions allowed",
     "MAX_FAILURES": "retries of a crashed trial from its last checkpoint",
     "START_WITH": "list of known-good recipes (dicts of parameters) the sampler tries first",
 }
 DISTRIBUTIONS = ("loguniform", "uniform", "int")
-SAMPLERS = ("tpe", "random", "cmaes", "qmc")
+SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
 VAL_METRICS = ("val_acc", "val_auc", "val_loss")
 
 
@@ -171,6 +172,10 @@ def validate_space(space: SearchSpace) -> None:
         raise _fail(p, "REDUCTION_FACTOR", f"must be >= 2, got {space.reduction_factor}")
     if space.sampler not in SAMPLERS:
         raise _fail(p, "SAMPLER", f"must be one of {SAMPLERS}, got {space.sampler!r}")
+    if space.sampler == "grid":
+        ranged = [k for k, v in space.params.items() if not isinstance(v, list)]
+        if ranged:
+            raise _fail(p, "PARAMS", f"SAMPLER grid needs a list of choices, {ranged[0]} is a range {space.params[ranged[0]]!r}")
     for point in space.start_with:
         if not _point_in_space(space, point):
             raise _fail(p, "START_WITH", f"{point!r} is not in BACKBONES")
@@ -246,15 +251,41 @@ class SpaceSampler:
     def __call__(self, trial) -> dict:
         backbone = self._choose(trial, "backbone", list(self.backbones))
         weights = self._choose(trial, f"weights_for_{_slug(backbone)}", self.backbones[backbone])
-        # Freezing random weights is meaningless: from-scratch runs always train everything.
-        freeze = self._choose(trial, "freeze", self.freeze) if weights != "none" else "none"
+        freeze = self._choose(trial, "freeze", freeze_choices(self.freeze, weights))
         chosen = {"backbone": backbone, "weights": weights, "freeze": freeze}
-        for key, spec in self.params.items():
-            if key == "freeze_fraction" and freeze != "partial":
-                continue
-            if key == "patch_size" and backbone != "small_vit":
-                continue
-            chosen[key] = self._choose(trial, key, spec)
+        for key in asked_params(self.params, backbone, freeze):
+            chosen[key] = self._choose(trial, key, self.params[key])
+        return self.trial_config(chosen)
+
+    def trial_config(self, chosen: dict) -> dict:
+        """The full trial config: defaults, then FIXED, then the chosen values; epochs capped."""
         out = {**DEFAULTS, **self.fixed, **chosen, **self.constants}
         out["epochs"] = min(out["epochs"], self.max_epochs)
         return out
+
+
+def freeze_choices(freeze: list, weights: str) -> list:
+    # Freezing random weights is meaningless: from-scratch runs always train everything.
+    return freeze if weights != "none" else ["none"]
+
+
+def asked_params(params: dict, backbone: str, freeze: str) -> list[str]:
+    """The PARAMS that apply to this (backbone, freeze): conditional ones are skipped elsewhere."""
+    skip = {"freeze_fraction"} if freeze != "partial" else set()
+    if backbone != "small_vit":
+        skip.add("patch_size")
+    return [k for k in params if k not in skip]
+
+
+def grid_configs(space: SearchSpace) -> list[dict]:
+    """Every combination of the space once (SAMPLER grid), with the same conditionals as the sampler."""
+    sampler = SpaceSampler(space)
+    configs = []
+    for backbone, weights_list in space.backbones.items():
+        for weights in weights_list:
+            for freeze in freeze_choices(space.freeze, weights):
+                keys = asked_params(space.params, backbone, freeze)
+                for values in itertools.product(*(space.params[k] for k in keys)):
+                    chosen = {"backbone": backbone, "weights": weights, "freeze": freeze, **dict(zip(keys, values))}
+                    configs.append(sampler.trial_config(chosen))
+    return configs
