@@ -59,7 +59,9 @@ def _space_from_args(args: argparse.Namespace) -> SearchSpace:
                  "cpus_per_trial", "gpus_per_trial"):
         if getattr(args, attr) is not None:
             setattr(space, attr, getattr(args, attr))
-    if args.seed is not None or "seed" not in space.params:
+    # Trials take --seed too, unless the file lists seeds or --set seed=... pins them apart from the sampler's.
+    pinned = any(pin.startswith("seed=") for pin in pins)
+    if not pinned and (args.seed is not None or "seed" not in space.params):
         pins.append(f"seed={args.seed or 0}")
     return apply_overrides(space, pins)
 
@@ -200,9 +202,12 @@ def run_search(args: argparse.Namespace) -> int:
                                         grace_period=space.grace_period, reduction_factor=space.reduction_factor),
                 metric=space.metric, mode=space.mode, num_samples=space.num_samples,
                 time_budget_s=args.time_budget_s,
+                # A finished trial's process (torch and the project already imported) runs the next one.
+                reuse_actors=True,
                 trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=1,
+                sync_config=tune.SyncConfig(sync_artifacts=True),  # test_predictions.npz beside the trial
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
                                                         checkpoint_score_order=space.mode),
                 failure_config=tune.FailureConfig(max_failures=space.max_failures)))

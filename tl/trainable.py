@@ -309,9 +309,10 @@ def train_transfer(config: dict, datasets: dict | None = None, weight_refs: dict
 
 
 def _save_beside_trial(predictions: dict) -> None:
-    """Also put test_predictions.npz in the trial folder, where analysis looks first."""
-    from ray import tune
+    """Also put test_predictions.npz in the trial folder, where analysis looks first.
 
-    trial_dir = tune.get_context().get_trial_dir()
-    if trial_dir and os.path.isdir(trial_dir):
-        np.savez(Path(trial_dir) / "test_predictions.npz", **predictions)
+    Ray runs the trial in its working directory (``RAY_CHDIR_TO_TRIAL_DIR``, on by default) and,
+    with ``SyncConfig(sync_artifacts=True)``, syncs it to the trial folder on every checkpoint, on
+    any node and for reused actors alike. The latest checkpoint holds a copy either way.
+    """
+    np.savez(Path.cwd() / "test_predictions.npz", **predictions)
