@@ -4,17 +4,19 @@
 
 (a) Overhead. ``python -m tl.search search_spaces/smoke.py --num-samples 4`` runs as a subprocess
     (PneumoniaMNIST, ConvModel, ASHA). We measure its wall time, then read every trial's
-    ``result.json`` and take ``time_total_s`` of its last row (the trial's own time, as Ray
-    measured it: data from the object store, training, evaluation, checkpoints, reports). With
-    1 CPU per trial and 2 CPUs, two trials run at once, so the trials alone would take about
+    ``result.json``: its last row's ``time_total_s`` is the trial's own time as Ray measured it
+    (data from the object store, training, evaluation, checkpoints, reports), and that row's
+    ``timestamp`` (whole seconds) ends it. Two figures:
 
-        summed_trial_s / concurrency,   concurrency = min(2, trials)
+        overhead_s = wall_s - (time during which at least one trial was running)
 
-    and overhead_s = wall_s - summed_trial_s / concurrency. This is an estimate: it assumes
-    perfect packing of trials onto the 2 slots (ASHA's early stops make trial lengths unequal, so
-    idle slots at the tail are counted as overhead), and it includes the Python and Ray imports,
-    the dataset preflight, Ray start-up and shutdown. The raw wall and summed trial time are
-    reported beside it.
+    the time the machinery alone held the machine: imports, dataset preflight, Ray start-up, actor
+    start-up, gaps between trials, shutdown (±1 s per trial end, from whole-second timestamps); and
+
+        packing_overhead_s = wall_s - summed_trial_s / concurrency,   concurrency = min(2, trials)
+
+    which also charges a slot left idle while ASHA's last trial runs alone. The headline is the
+    first; both are reported, with the raw wall and summed trial time.
 (b) Scaling. ``tl.trainable.run_epochs`` trains a ConvModel on PneumoniaMNIST (28 px) in one
     spawned process with 1 torch thread; then two such processes run at the same time (released
     together by a barrier). scaling = (sum of the two processes' images/s) / (one process's
@@ -54,17 +56,31 @@ def search_overhead(data_dir: str, num_samples: int) -> dict:
         wall_s = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"tl.search exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-        trial_s, epochs = [], []
+        trial_s, epochs, intervals = [], [], []
         for f in sorted((Path(tmp) / "bench").glob("*/result.json")):
             rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
             if rows:
                 trial_s.append(rows[-1]["time_total_s"])
                 epochs.append(rows[-1].get("training_iteration", len(rows)))
+                intervals.append((rows[-1]["timestamp"] - rows[-1]["time_total_s"], rows[-1]["timestamp"]))
     concurrency = min(CONCURRENCY_SLOTS, len(trial_s)) or 1
     summed = sum(trial_s)
+    running = union_length(intervals)
     return {"wall_s": round(wall_s, 1), "trials": len(trial_s), "trial_epochs": epochs,
             "trial_s": [round(t, 2) for t in trial_s], "summed_trial_s": round(summed, 1),
-            "concurrency": concurrency, "overhead_s": round(wall_s - summed / concurrency, 1)}
+            "trials_running_s": round(running, 1), "concurrency": concurrency,
+            "overhead_s": round(wall_s - running, 1),
+            "packing_overhead_s": round(wall_s - summed / concurrency, 1)}
+
+
+def union_length(intervals: list[tuple[float, float]]) -> float:
+    """Total length covered by at least one (start, end) interval."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def _train_worker(data_dir: str, epochs: int, barrier, queue) -> None:
@@ -126,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(a) tl.search smoke, {over['trials']} trials (epochs {over['trial_epochs']})")
     print(f"    wall {over['wall_s']:.1f} s   summed trial time {over['summed_trial_s']:.1f} s   "
           f"concurrency {over['concurrency']}")
-    print(f"    overhead = wall - summed / concurrency = {over['overhead_s']:.1f} s (target <= {OVERHEAD_TARGET_S} s)")
+    print(f"    overhead = wall - time any trial ran ({over['trials_running_s']:.1f} s) = {over['overhead_s']:.1f} s "
+          f"(target <= {OVERHEAD_TARGET_S} s)")
+    print(f"    packing overhead = wall - summed / concurrency = {over['packing_overhead_s']:.1f} s "
+          "(also charges the slot left idle while the last trial runs alone)")
     print(f"(b) {'processes':12}{'images/s':>12}")
     print(f"    {'1':12}{one[0]:>12.0f}")
     print(f"    {'2':12}{sum(two):>12.0f}   ({' + '.join(f'{r:.0f}' for r in two)})")

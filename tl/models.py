@@ -25,12 +25,19 @@ class BackboneSpec:
 
     name: str
     build: Callable[..., nn.Module]  # build(**kwargs) -> model with the weights' class count
-    weights: tuple[str, ...]  # valid weights versions besides "none" and a local file
+    # valid weights versions besides "none" and a local file; a callable is resolved on first use
+    # (listing torchvision's weight enums imports torchvision.models, ~1 s that a ConvModel trial never needs)
+    weights: tuple[str, ...] | Callable[[], tuple[str, ...]]
     classifier: str  # dotted path of the final Linear ("fc", "classifier.1", "heads.head")
     min_input_size: int = 32
     fixed_input_size: int | None = None  # e.g. ViT-B/16's position embeddings want 224
     family: str = "torchvision"
     build_kwargs: dict = field(default_factory=dict)
+
+    def weight_versions(self) -> tuple[str, ...]:
+        if callable(self.weights):
+            object.__setattr__(self, "weights", self.weights())  # frozen spec: resolve once, in place
+        return self.weights
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -60,14 +67,16 @@ def get_backbone(name: str) -> BackboneSpec:
 
 def _torchvision_spec(name: str, classifier: str, min_input_size: int = 32,
                       fixed_input_size: int | None = None, **build_kwargs) -> BackboneSpec:
-    from torchvision.models import get_model, get_model_weights
+    def versions() -> tuple[str, ...]:
+        from torchvision.models import get_model_weights
 
-    # Keep versions whose evaluation crop fits the model's input (ViT SWAG weights want 384+ px).
-    versions = tuple(w.name for w in get_model_weights(name)
-                     if fixed_input_size is None or w.transforms().crop_size[0] == fixed_input_size)
-    versions += ("DEFAULT",)
+        # Keep versions whose evaluation crop fits the model's input (ViT SWAG weights want 384+ px).
+        return tuple(w.name for w in get_model_weights(name)
+                     if fixed_input_size is None or w.transforms().crop_size[0] == fixed_input_size) + ("DEFAULT",)
 
     def build(**kwargs):
+        from torchvision.models import get_model
+
         return get_model(name, weights=None, **{**build_kwargs, **kwargs})
 
     return BackboneSpec(name, build, versions, classifier, min_input_size, fixed_input_size,

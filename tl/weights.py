@@ -27,9 +27,9 @@ def is_local_file(weights: str) -> bool:
 def validate_weights(backbone: str, weights: str) -> None:
     """Raise TLError unless ``weights`` is ``none``, a local file, or a version of ``backbone``."""
     spec = get_backbone(backbone)
-    if weights == "none" or is_local_file(weights) or weights in spec.weights:
+    if weights == "none" or is_local_file(weights) or weights in spec.weight_versions():
         return
-    valid = ", ".join(("none",) + spec.weights) + ", or a .pt/.pth file"
+    valid = ", ".join(("none",) + spec.weight_versions()) + ", or a .pt/.pth file"
     raise TLError(f"weights {weights!r} are not valid for {backbone}; valid: {valid}")
 
 
