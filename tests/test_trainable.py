@@ -174,3 +174,15 @@ def test_batcher_expands_grayscale_resizes_and_normalizes():
     x = Batcher(32, mean, std, augment=False)(images)
     assert x.shape == (2, 3, 32, 32), x.shape
     torch.testing.assert_close(x[0, :, 5, 5], torch.tensor([1.0, 3.0, 7.0]), msg="(1 - mean) / std per channel")
+
+
+def test_compiled_run_tracks_the_eager_run(reference_run: dict, pneumonia: DatasetArrays):
+    """compile=True trains the same model through torch.compile. Compiled dropout draws its masks
+    from inductor's own RNG, so curves agree closely, not bit for bit (measured: 1.3 % on epoch 1)."""
+    compiled = _run({**CONFIG, "compile": True}, pneumonia)
+    eager = reference_run["metrics"]
+    assert len(compiled) == len(eager) and compiled[-1]["train_loss"] < compiled[0]["train_loss"], compiled
+    assert compiled[0]["train_loss"] == pytest.approx(eager[0]["train_loss"], rel=0.05)
+    for eager_m, compiled_m in zip(eager, compiled):
+        assert compiled_m["val_auc"] == pytest.approx(eager_m["val_auc"], abs=0.03), (eager_m, compiled_m)
+    assert set(compiled[-1]) >= TEST_KEYS, "the compiled run is tested once at the end too"

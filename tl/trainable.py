@@ -36,7 +36,7 @@ DEFAULTS: dict = {
     "freeze": "none", "freeze_fraction": 0.75, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4,
     "epochs": 5, "image_size": 28, "optimizer": "adamw", "scheduler": "cosine", "augment": True,
     "label_smoothing": 0.0, "patch_size": 4, "seed": 0, "metric": "val_acc", "mode": "max",
-    "fail_at_epoch": 0, "feature_cache": True,
+    "fail_at_epoch": 0, "feature_cache": True, "compile": False,
 }
 
 OPTIMIZERS = {
@@ -217,6 +217,9 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
         split = {s: (features[s], split[s][1]) for s in split}
         net = get_classifier(model, spec)
         train_batcher = eval_batcher = _identity_batcher
+    # Opt-in: compiling costs ~1 min on 2 CPU cores and paid only for some models (benchmarks.compile).
+    # Checkpoints keep the uncompiled model's state_dict, so they load either way.
+    step_net = torch.compile(net) if cfg["compile"] else net
     sign = 1 if cfg["mode"] == "max" else -1
     start, best = 1, {"score": -math.inf, "epoch": 0, "model": None}
     if checkpoint_dir:
@@ -237,11 +240,11 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
         torch.manual_seed(cfg["seed"] * 100_003 + epoch + 50_021)
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_one_epoch(net, criterion, optimizer, *split["train"], train_batcher,
+        train_loss, train_acc = train_one_epoch(step_net, criterion, optimizer, *split["train"], train_batcher,
                                                 cfg["batch_size"], generator, device)
         scheduler.step()
         train_time = time.perf_counter() - t0
-        val_loss, val_probs = evaluate(net, *split["val"], eval_batcher, device)
+        val_loss, val_probs = evaluate(step_net, *split["val"], eval_batcher, device)
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                    **classification_metrics(val_probs, split["val"][1].numpy(), "val"), "lr": lr,
                    "epoch_time_s": time.perf_counter() - t0, "images_per_s": len(split["train"][1]) / train_time,
@@ -253,7 +256,7 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
                  "epoch": epoch, "best_score": best["score"], "best_epoch": best["epoch"], "best_model": best["model"]}
         if epoch == cfg["epochs"]:
             model.load_state_dict(best["model"])  # test once, with the weights val chose
-            test_loss, test_probs = evaluate(net, *split["test"], eval_batcher, device)
+            test_loss, test_probs = evaluate(step_net, *split["test"], eval_batcher, device)
             test_labels = split["test"][1].numpy()
             metrics.update({"test_loss": test_loss, **classification_metrics(test_probs, test_labels, "test"),
                             "test_n": len(test_labels), "best_epoch": best["epoch"]})
