@@ -102,6 +102,11 @@ def test_empty_choice_list_names_the_key(tmp_path: Path):
         load_space(_with(tmp_path, 'PARAMS = {"batch_size": []}\n'))
 
 
+def test_unknown_precision_is_rejected(tmp_path: Path):
+    with pytest.raises(TLError, match=r"precision: must be one of \['fp32', 'bf16'\], got 'fp16'"):
+        load_space(_with(tmp_path, 'FIXED = {"precision": "fp16"}\n'))
+
+
 @pytest.mark.parametrize("extra, reason", [
     ('PARAMS = {"lr": ("loguniform", -1, 1)}\n', "loguniform needs low > 0, got -1"),
     ('FIXED = {"lr": -0.1}\n', "must be positive, got -0.1"),

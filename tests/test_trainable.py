@@ -10,7 +10,7 @@ import torch
 from tl.data import DatasetArrays, load_dataset
 from tl.errors import TLError
 from tl.models import build_model, get_backbone, get_classifier
-from tl.trainable import Batcher, InjectedFault, evaluate, run_epochs, save_checkpoint
+from tl.trainable import Batcher, InjectedFault, autocast_dtype, evaluate, run_epochs, save_checkpoint
 from tl.weights import load_state_dict
 
 CPU = torch.device("cpu")
@@ -186,3 +186,20 @@ def test_compiled_run_tracks_the_eager_run(reference_run: dict, pneumonia: Datas
     for eager_m, compiled_m in zip(eager, compiled):
         assert compiled_m["val_auc"] == pytest.approx(eager_m["val_auc"], abs=0.03), (eager_m, compiled_m)
     assert set(compiled[-1]) >= TEST_KEYS, "the compiled run is tested once at the end too"
+
+
+def test_bf16_run_tracks_the_fp32_run(reference_run: dict, pneumonia: DatasetArrays):
+    """precision=bf16 autocasts the forward pass: the curve moves (bf16 rounds) but stays close."""
+    bf16 = _run({**CONFIG, "precision": "bf16"}, pneumonia)
+    fp32 = reference_run["metrics"]
+    assert bf16[0]["train_loss"] != fp32[0]["train_loss"], "bf16 changed nothing: autocast was not applied"
+    assert bf16[0]["train_loss"] == pytest.approx(fp32[0]["train_loss"], rel=0.05)
+    for fp32_m, bf16_m in zip(fp32, bf16):
+        assert bf16_m["val_auc"] == pytest.approx(fp32_m["val_auc"], abs=0.03), (fp32_m, bf16_m)
+    assert set(bf16[-1]) >= TEST_KEYS
+
+
+def test_autocast_dtype_names_unknown_precisions():
+    assert autocast_dtype("fp32") is None and autocast_dtype("bf16") is torch.bfloat16
+    with pytest.raises(TLError, match=r"precision must be one of \['fp32', 'bf16'\], got 'fp16'"):
+        autocast_dtype("fp16")

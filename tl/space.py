@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tl.errors import TLError
 from tl.models import FREEZE_MODES, get_backbone
-from tl.trainable import DEFAULTS, OPTIMIZERS, SCHEDULERS
+from tl.trainable import DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS
 from tl.weights import validate_weights
 
 SPACE_KEYS = {
@@ -130,6 +130,8 @@ def _check_param(path: str, key: str, value) -> None:
             raise _fail(path, key, f"must be one of {sorted(OPTIMIZERS)}, got {v!r}")
         if key == "scheduler" and v not in SCHEDULERS:
             raise _fail(path, key, f"must be one of {sorted(SCHEDULERS)}, got {v!r}")
+        if key == "precision" and v not in PRECISIONS:
+            raise _fail(path, key, f"must be one of {list(PRECISIONS)}, got {v!r}")
         if key in ("backbone", "weights", "freeze"):
             raise _fail(path, key, "set it through BACKBONES / FREEZE, not PARAMS or FIXED")
 
