@@ -9,11 +9,15 @@ parameter trained, SGD (momentum 0.9), image size, batch size, epochs, device an
 - tutorial: ImageFolder + PIL RandomResizedCrop/flip/ToTensor/Normalize every epoch, a DataLoader
   with 2 workers, a ``.item()`` host sync per batch.
 - tl: the JPEGs decoded once at the image size (``load_image_folder``, timed on its own), then
-  ``train_one_epoch`` with ``Batcher(size, mean, std, augment=True)`` (random affine on the batch).
+  ``train_one_epoch`` with ``Batcher(size, mean, std, augment=True)`` (random affine on the batch),
+  with the trainable's default memory format and precision (``DEFAULTS``; ``--no-channels-last``
+  and ``--precision`` measure the others).
 
 Reported per model: images/s of each side; ``ratio`` = tl / tutorial in steady state (decode
 excluded: what every later trial and epoch pays, the decode being shared through the object
-store); ``ratio_with_decode`` = tl with the one decode charged to this run's epochs.
+store); ``ratio_with_decode`` = tl with the one decode charged to this run's epochs; ``bare`` =
+the same model stepping on one resident random batch, so ``tl_fraction_of_bare`` says how close
+the loop is to the model's own speed and ``ceiling_ratio`` = bare / tutorial bounds ``ratio``.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from benchmarks.common import device_description, subset_folder, write_json
 from benchmarks.tutorial import tutorial_loaders, tutorial_train
 from tl.data import load_image_folder
 from tl.models import build_model, get_backbone, get_classifier
-from tl.trainable import Batcher, train_one_epoch
+from tl.trainable import DEFAULTS, PRECISIONS, Batcher, autocast_dtype, train_one_epoch
 from tl.weights import load_state_dict, normalization
 
 TARGET = 1.5
@@ -39,19 +43,46 @@ MODELS = [("resnet18", "none"), ("timm/efficientnet_lite0", "IMAGENET1K_PYPI")]
 LR = 1e-3
 
 
-def _tl_seconds(backbone: str, weights: str, images: torch.Tensor, labels: torch.Tensor, size: int,
-                batch: int, epochs: int, device: torch.device) -> float:
-    """Wall seconds of ``epochs`` calls to ``train_one_epoch`` on already-decoded uint8 images."""
+def _model(backbone: str, weights: str, size: int, device: torch.device, channels_last: bool) -> nn.Module:
     torch.manual_seed(0)
     model = build_model(backbone, 2, load_state_dict(backbone, weights), image_size=size).to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def _bare_seconds(backbone: str, weights: str, steps: int, size: int, batch: int, device: torch.device,
+                  channels_last: bool, precision: str) -> float:
+    """Wall seconds of ``steps`` bare training steps on one resident random batch: the model's own
+    step rate, which no loop can beat, so ``bare / tutorial`` is the ceiling of ``ratio``."""
+    model = _model(backbone, weights, size, device, channels_last)
+    x = torch.randn(batch, 3, size, size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    y = torch.randint(0, 2, (batch,), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+    amp_dtype = autocast_dtype(precision)
+    model.train()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    loss.item()  # waits for the device
+    return time.perf_counter() - t0
+
+
+def _tl_seconds(backbone: str, weights: str, images: torch.Tensor, labels: torch.Tensor, size: int,
+                batch: int, epochs: int, device: torch.device, channels_last: bool, precision: str) -> float:
+    """Wall seconds of ``epochs`` calls to ``train_one_epoch`` on already-decoded uint8 images."""
+    model = _model(backbone, weights, size, device, channels_last)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in normalization(backbone, weights))
-    batcher = Batcher(size, mean, std, augment=True)
+    batcher = Batcher(size, mean, std, augment=True, channels_last=channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
     criterion = nn.CrossEntropyLoss()
     t0 = time.perf_counter()
     for epoch in range(epochs):
         train_one_epoch(model, criterion, optimizer, images, labels, batcher, batch,
-                        torch.Generator().manual_seed(epoch), device)
+                        torch.Generator().manual_seed(epoch), device, autocast_dtype(precision))
     return time.perf_counter() - t0
 
 
@@ -69,13 +100,16 @@ def _tutorial_seconds(backbone: str, weights: str, root: Path, n_train: int, siz
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=os.environ.get("TL_DATA_DIR", "../shared/data"))
-    p.add_argument("--quick", action="store_true", help="200 images, 96 px, 2 epochs: a few minutes on 2 CPU cores")
-    p.add_argument("--epochs", type=int, help="default 2 with --quick, else 3")
+    p.add_argument("--quick", action="store_true", help="400 images, 96 px, 3 epochs: about 3 minutes on 2 CPU cores")
+    p.add_argument("--epochs", type=int, help="default 3")
     p.add_argument("--threads", type=int, default=2, help="torch threads, the same for both loops")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   default=DEFAULTS["channels_last"], help="tl side in NCHW (default: the trainable's default)")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS["precision"], help="tl side's autocast")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    n_train, size, batch = (200, 96, 32) if args.quick else (1000, 224, 32)
-    epochs = args.epochs or (2 if args.quick else 3)
+    n_train, size, batch = (400, 96, 32) if args.quick else (1000, 224, 32)
+    epochs = args.epochs or 3
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     root = Path(args.data_dir) / "chest_xray"
@@ -90,29 +124,40 @@ def main(argv: list[str] | None = None) -> int:
         images, labels = torch.from_numpy(arrays.images["train"]), torch.from_numpy(arrays.labels["train"])
         n = len(labels)
         # train_one_epoch drops a last batch of one image; the tutorial does not
+        steps = epochs * (n // batch + (n % batch > 1))
         tl_images = epochs * min(n, (n // batch + (n % batch > 1)) * batch)
         for backbone, weights in MODELS:
             tut_s = _tutorial_seconds(backbone, weights, sub, n_train, size, batch, epochs, device)
-            tl_s = _tl_seconds(backbone, weights, images, labels, size, batch, epochs, device)
-            tut_ips, tl_ips = epochs * n / tut_s, tl_images / tl_s
+            tl_s = _tl_seconds(backbone, weights, images, labels, size, batch, epochs, device,
+                               args.channels_last, args.precision)
+            bare_s = _bare_seconds(backbone, weights, steps, size, batch, device, args.channels_last, args.precision)
+            tut_ips, tl_ips, bare_ips = epochs * n / tut_s, tl_images / tl_s, steps * batch / bare_s
             tl_dec_ips = tl_images / (tl_s + decode_s)
             rows[backbone] = {"tutorial_s": round(tut_s, 2), "tl_s": round(tl_s, 2),
                               "tutorial_images_per_s": round(tut_ips, 1), "tl_images_per_s": round(tl_ips, 1),
                               "tl_with_decode_images_per_s": round(tl_dec_ips, 1),
-                              "ratio": round(tl_ips / tut_ips, 2), "ratio_with_decode": round(tl_dec_ips / tut_ips, 2)}
+                              "bare_images_per_s": round(bare_ips, 1),
+                              "ratio": round(tl_ips / tut_ips, 2), "ratio_with_decode": round(tl_dec_ips / tut_ips, 2),
+                              "tl_fraction_of_bare": round(tl_ips / bare_ips, 2),
+                              "ceiling_ratio": round(bare_ips / tut_ips, 2)}
 
     ratio = min(r["ratio"] for r in rows.values())
     result = {"benchmark": "P1 throughput", "ratio": ratio, "target": TARGET, "met": ratio >= TARGET,
               "models": rows, "decode_s": round(decode_s, 2), "decode_images_per_s": round(n / decode_s, 1),
               "epochs": epochs, "train_images": n, "image_size": size, "batch_size": batch, "freeze": "none",
+              "channels_last": args.channels_last, "precision": args.precision,
               "device": device_description(device, args.threads),
               "date": dt.date.today().isoformat(), "quick": args.quick, "load_avg": os.getloadavg()[0]}
-    print(f"{'images/s':26}{'tutorial':>10}{'tl':>10}{'tl+decode':>11}{'ratio':>8}{'w/ decode':>11}")
+    print(f"{'images/s':26}{'tutorial':>10}{'tl':>10}{'tl+decode':>11}{'bare':>9}{'ratio':>8}{'w/ decode':>11}"
+          f"{'tl/bare':>9}{'ceiling':>9}")
     for name, r in rows.items():
         print(f"{name:26}{r['tutorial_images_per_s']:>10.1f}{r['tl_images_per_s']:>10.1f}"
-              f"{r['tl_with_decode_images_per_s']:>11.1f}{r['ratio']:>7.2f}x{r['ratio_with_decode']:>10.2f}x")
+              f"{r['tl_with_decode_images_per_s']:>11.1f}{r['bare_images_per_s']:>9.1f}{r['ratio']:>7.2f}x"
+              f"{r['ratio_with_decode']:>10.2f}x{r['tl_fraction_of_bare']:>9.2f}{r['ceiling_ratio']:>8.2f}x")
+    print("bare: the same model stepping on one resident random batch; ceiling = bare / tutorial, "
+          "the most any loop could reach")
     print(f"decode once: {n} JPEGs in {decode_s:.1f} s ({n / decode_s:.0f} images/s); {epochs} epochs, "
-          f"{size} px, batch {batch}")
+          f"{size} px, batch {batch}; tl side: channels_last={args.channels_last}, precision={args.precision}")
     print(f"ratio (worst model) {ratio:.2f}x (target >= {TARGET}x) on {result['device']}, {result['date']}")
     write_json(result, args.json)
     return 0
