@@ -49,6 +49,13 @@ def roc_curves(pred: Predictions, class_names: Sequence[str] | None = None) -> l
     return [roc_curve(pred.probs[:, c], pred.labels == c, names[c]) for c in classes]
 
 
+def macro_auc(pred: Predictions) -> float:
+    """AUC of class 1 for two classes, else the mean one-vs-rest AUC over the classes present:
+    the trainable's ``test_auc``, recomputed so it can be bootstrapped."""
+    aucs = [c.auc for c in roc_curves(pred) if not np.isnan(c.auc)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
 def confusion_matrix(pred: Predictions) -> np.ndarray:
     """Return counts (C, C): row = true class, column = argmax prediction."""
     n = pred.probs.shape[1]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.classification import macro_auc
 from analysis.load import Predictions
-from analysis.stats import N_RESAMPLES, SEED, mcnemar_exact, paired_bootstrap_ci
+from analysis.stats import N_RESAMPLES, SEED, bootstrap_interval, mcnemar_exact, paired_bootstrap_ci
 from analysis.tables import rank_trials
 
 # (family, column, value of side A, value of side B), compared within each backbone.
@@ -21,6 +22,8 @@ WITHIN_BACKBONE = (
     ("IMAGENET1K_V1 vs IMAGENET1K_V2", "weights", "IMAGENET1K_V1", "IMAGENET1K_V2"),
 )
 BEST_BACKBONE_FAMILY = "best backbone vs other"
+CHOSEN_COLUMNS = ["trial", "backbone", "freeze", "weights", "best_val", "n", "test_acc", "acc_low", "acc_high",
+                  "test_auc", "auc_low", "auc_high", "sensitivity", "specificity"]
 COLUMNS = ["family", "scope", "a", "b", "trial_a", "trial_b", "n", "acc_a", "acc_b", "diff",
            "ci_low", "ci_high", "a_only", "b_only", "p_value", "note"]
 
@@ -98,3 +101,32 @@ def paired_comparisons(table: pd.DataFrame, predictions: dict[str, Predictions],
                 BEST_BACKBONE_FAMILY, "all trials", top, other, table[table["backbone"] == top],
                 table[table["backbone"] == other], predictions, column, mode, **kw))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def chosen_model(table: pd.DataFrame, predictions: dict[str, Predictions], column: str, mode: str, *,
+                 n_resamples: int = N_RESAMPLES, seed: int = SEED) -> pd.DataFrame:
+    """Return the model a user of the search walks away with, and how sure its test figures are.
+
+    It is the best trial by the validation metric among trials with saved test predictions (as
+    in the comparisons); its test accuracy and AUC get percentile bootstrap intervals over the
+    test images. One row, or none when no trial has test predictions.
+    """
+    best = _best_with_predictions(table, predictions, column, mode)
+    columns = [column if c == "best_val" else c for c in CHOSEN_COLUMNS]
+    if best is None:
+        return pd.DataFrame(columns=columns)
+    row = table[table["trial"] == best].iloc[0]
+    pred = predictions[best]
+    kw = {"n_resamples": n_resamples, "seed": seed}
+    acc = bootstrap_interval(lambda idx: float(pred.correct[idx].mean()), len(pred.labels), **kw)
+    auc = bootstrap_interval(lambda idx: macro_auc(Predictions(pred.probs[idx], pred.labels[idx])),
+                             len(pred.labels), **kw)
+    out = {"trial": best, **{c: row.get(c, "") for c in ("backbone", "freeze", "weights")},
+           column: float(row[column]), "n": len(pred.labels), "test_acc": acc.value, "acc_low": acc.low,
+           "acc_high": acc.high, "test_auc": auc.value, "auc_low": auc.low, "auc_high": auc.high,
+           "sensitivity": np.nan, "specificity": np.nan}
+    if pred.probs.shape[1] == 2:
+        predicted = pred.probs.argmax(1)
+        out["sensitivity"] = float((predicted[pred.labels == 1] == 1).mean())
+        out["specificity"] = float((predicted[pred.labels == 0] == 0).mean())
+    return pd.DataFrame([out], columns=columns)

@@ -62,6 +62,29 @@ def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
     return format_frame(frame.drop(columns=["ci_low", "ci_high"]))
 
 
+def chosen_table(chosen: pd.DataFrame) -> pd.DataFrame:
+    """Return the chosen model's row as text, each statistic with its interval in one cell."""
+    frame = chosen.copy()
+    for stat, low, high in (("test_acc", "acc_low", "acc_high"), ("test_auc", "auc_low", "auc_high")):
+        frame[stat] = [f"{format_value(stat, v)} [{format_value(stat, lo)}, {format_value(stat, hi)}]"
+                       for v, lo, hi in zip(frame[stat], frame[low], frame[high])]
+    frame = frame.drop(columns=["acc_low", "acc_high", "auc_low", "auc_high"])
+    level = f"{int(CI_LEVEL * 100)}% CI"
+    return format_frame(frame.dropna(axis=1, how="all")).rename(
+        columns={"test acc": f"test acc [{level}]", "test AUC": f"test AUC [{level}]"})
+
+
+def _chosen_section(summary: Summary) -> Section:
+    title = "The chosen model"
+    if summary.chosen.empty:
+        return Section(title, ["No trial saved test predictions: nothing was tested."], [], [])
+    return Section(title, [
+        f"The best trial by {summary.metric} among trials tested at the end of their epochs: the "
+        "model this search hands you, chosen on validation only. Its test accuracy and AUC carry "
+        f"{int(CI_LEVEL * 100)}% percentile bootstrap intervals (test images resampled, seeded)."],
+        [("", chosen_table(summary.chosen))], [])
+
+
 def _overview(summary: Summary) -> Section:
     exp = summary.experiment
     meta = exp.meta
@@ -108,6 +131,7 @@ def report_sections(summary: Summary) -> list[Section]:
                 "value reflects a smaller budget)." if not importance.note else importance.note)
     return [
         _overview(summary),
+        _chosen_section(summary),
         Section(f"Top {len(summary.top)} trials", [], [("", top_table(summary))], ["curves_top"]),
         Section("Table 1: every trial", [
             "best val loss epoch is k/N: the epoch of the lowest val loss out of N epochs run. "

@@ -1,14 +1,15 @@
 """Paired tests on per-image correctness of two models on the same test images.
 
 Pure numpy and the standard library (no scipy): a paired bootstrap CI for the difference in
-accuracy, and McNemar's exact test (a two-sided binomial test on the discordant pairs).
+accuracy, McNemar's exact test (a two-sided binomial test on the discordant pairs), and a
+bootstrap interval for one model's own test statistic (accuracy, AUC).
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
 from math import comb
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -102,3 +103,38 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemarResult
     a_only = int(np.sum(a & ~b))
     b_only = int(np.sum(~a & b))
     return McNemarResult(a_only, b_only, binomial_two_sided_p(a_only, a_only + b_only))
+
+
+class Interval(NamedTuple):
+    """A statistic of the test split and its percentile bootstrap interval."""
+
+    value: float
+    low: float
+    high: float
+    level: float
+    n_resamples: int
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], float], n: int, *, n_resamples: int = N_RESAMPLES,
+    level: float = CI_LEVEL, seed: int = SEED,
+) -> Interval:
+    """Return ``statistic(all images)`` with a percentile bootstrap interval over the images.
+
+    ``statistic`` takes an index array into the ``n`` test images (resampled with replacement)
+    and returns one number, e.g. the accuracy or the AUC of those rows. Resamples where it is
+    NaN (an AUC on a draw missing a class) are dropped. Seeded: same inputs, same interval.
+
+    Raises:
+        ValueError: ``n`` < 1 or ``level`` outside (0, 1).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n < 1:
+        raise ValueError(f"need at least one test image, got {n}")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(n_resamples)])
+    values = values[~np.isnan(values)]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail]) if values.size else (np.nan, np.nan)
+    return Interval(float(statistic(np.arange(n))), float(low), float(high), level, n_resamples)

@@ -3,7 +3,7 @@
     python -m analysis.summarize [EXPERIMENT_DIR ...] [--out DIR] [--group-by COLS] [--top K]
 
 Writes summary.csv (tidy trial x epoch frame; summary.parquet too when pyarrow imports),
-trials.csv, groups.csv, comparisons.csv, diagnostics.csv, PNG figures, summary.md and a
+trials.csv, groups.csv, comparisons.csv, chosen.csv, diagnostics.csv, PNG figures, summary.md and a
 self-contained report.html into --out, and prints the best tables.
 """
 
@@ -22,7 +22,7 @@ from analysis.errors import AnalysisError
 from analysis.experiments import newest_experiment
 from analysis.formatting import format_frame
 from analysis.report import (
-    comparisons_table, render_html, render_markdown, report_sections, top_table,
+    chosen_table, comparisons_table, render_html, render_markdown, report_sections, top_table,
 )
 from analysis.summary import Summary, build_summary
 from analysis.tables import GROUP_COLUMNS, epochs_run_counts
@@ -79,7 +79,7 @@ def draw_figures(summary: Summary) -> dict[str, bytes]:
 
 def _write_frames(summary: Summary, out: Path) -> list[Path]:
     frames = {"summary": summary.experiment.frame, "trials": summary.table,
-              "groups": summary.groups, "comparisons": summary.comparisons,
+              "groups": summary.groups, "comparisons": summary.comparisons, "chosen": summary.chosen,
               "diagnostics": summary.diagnostics}
     if len(summary.seeds):
         frames["seeds"] = summary.seeds
@@ -125,6 +125,9 @@ def print_summary(summary: Summary, written: Sequence[Path]) -> None:
                            "display.max_colwidth", 40):
         print(f"Top {len(summary.top)} trials by best {summary.metric} ({summary.mode}):")
         print(top_table(summary).to_string(index=False))
+        if len(summary.chosen):
+            print("\nChosen on val (test acc and AUC with 95% bootstrap intervals):")
+            print(chosen_table(summary.chosen).to_string(index=False))
         if len(summary.comparisons):
             print("\nPaired comparisons (test accuracy, A - B with 95% CI, McNemar exact p):")
             shown = comparisons_table(summary.comparisons).drop(columns=["trial A", "trial B"])

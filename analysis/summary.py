@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.classification import RocCurve, confusion_matrix, roc_curves
-from analysis.comparisons import paired_comparisons
+from analysis.comparisons import chosen_model, paired_comparisons
 from analysis.diagnostics import diagnose_trials
 from analysis.errors import AnalysisError
 from analysis.importance import Importance, param_importances
@@ -33,6 +33,7 @@ class Summary(NamedTuple):
     table: pd.DataFrame  # Table 1, best trial first, with the diagnostic verdict
     groups: pd.DataFrame  # Table 2: best trial per group
     comparisons: pd.DataFrame
+    chosen: pd.DataFrame  # the best-by-val trial with test predictions, its test acc/AUC with CIs
     seeds: pd.DataFrame  # mean/std of test acc over repeated seeds (may be empty)
     diagnostics: pd.DataFrame
     importance: Importance
@@ -93,6 +94,7 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
         table=table, groups=best_per_group(table, group_by, column, mode),
         comparisons=paired_comparisons(table, exp.predictions, column, mode,
                                        n_resamples=n_resamples, seed=seed),
+        chosen=chosen_model(table, exp.predictions, column, mode, n_resamples=n_resamples, seed=seed),
         seeds=seed_repeats(table, exp.config_columns, exp.trials),
         diagnostics=diagnostics,
         importance=param_importances(full, exp.config_columns, final, mode),

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.classification import confusion_matrix, roc_curve, roc_curves
+from analysis.classification import confusion_matrix, macro_auc, roc_curve, roc_curves
 from analysis.formatting import format_frame, format_value, markdown_table
 from analysis.load import Predictions
 
@@ -45,3 +45,15 @@ def test_formatting_rules():
     text = format_frame(pd.DataFrame({"best_val_loss_epoch": ["4/10"], "weights": ["a|b"]}))
     assert list(text.columns) == ["best val loss epoch", "weights"], "readable headers"
     assert "a\\|b" in markdown_table(text), "pipes escaped in Markdown"
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_macro_auc_agrees_with_the_trainables_test_auc(n_classes: int):
+    """analysis recomputes test_auc from saved predictions (to bootstrap it): same number as tl's."""
+    from tl.metrics import auc as trainable_auc
+
+    rng = np.random.default_rng(n_classes)
+    labels = rng.integers(0, n_classes, 300)
+    logits = rng.normal(size=(300, n_classes)) + 1.5 * np.eye(n_classes)[labels]
+    probs = np.round(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), 2)  # rounding makes ties
+    assert macro_auc(Predictions(probs, labels)) == pytest.approx(trainable_auc(probs, labels), abs=1e-12)

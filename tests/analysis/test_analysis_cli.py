@@ -14,7 +14,7 @@ from analysis_builders import HEALTHY, OVERFIT
 from analysis.summarize import main
 
 REPO = Path(__file__).resolve().parents[2]
-EXPECTED_FILES = ["summary.csv", "summary.parquet", "trials.csv", "groups.csv", "comparisons.csv",
+EXPECTED_FILES = ["summary.csv", "summary.parquet", "trials.csv", "groups.csv", "comparisons.csv", "chosen.csv",
                   "diagnostics.csv", "summary.md", "report.html", "curves_top.png",
                   "curves_groups.png", "accuracy_vs_time.png", "epochs_run.png", "importance.png",
                   "roc.png", "confusion.png"]
@@ -48,7 +48,10 @@ def test_writes_every_output_and_prints_tables(builder, capsys):
     assert "fine-tune vs fixed extractor" in printed, "comparisons printed"
     assert str(out_dir / "report.html") in printed, "written paths printed"
     markdown = (out_dir / "summary.md").read_text()
-    for needle in ("| trial |", "OVERFIT_VAL_LOSS_RISE", "![", "McNemar"):
+    assert "Chosen on val" in printed, "the chosen model printed"
+    chosen = pd.read_csv(out_dir / "chosen.csv")
+    assert len(chosen) == 1 and chosen.loc[0, "acc_low"] <= chosen.loc[0, "test_acc"] <= chosen.loc[0, "acc_high"]
+    for needle in ("| trial |", "OVERFIT_VAL_LOSS_RISE", "![", "McNemar", "## The chosen model", "test acc [95% CI]"):
         assert needle in markdown, f"{needle!r} missing from summary.md"
 
 

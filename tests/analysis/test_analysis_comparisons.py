@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from analysis_builders import HEALTHY, LABELS, OVERFIT, predictions_from_correct
 
-from analysis.comparisons import compare_trials, paired_comparisons
+from analysis.comparisons import chosen_model, compare_trials, paired_comparisons
 from analysis.load import Predictions, load_experiments
 from analysis.tables import trial_table
 
@@ -65,3 +65,29 @@ def test_different_test_labels_are_not_compared():
     a = Predictions(probs, np.array([0, 1, 0, 1]))
     b = Predictions(probs, np.array([1, 1, 0, 1]))
     assert "not the same test split" in compare_trials(a, b)["note"]
+
+
+def test_chosen_model_is_picked_on_val_with_intervals_on_test(builder):
+    exp_dir = builder()
+    exp_dir.trial("a6a60011", HEALTHY, test_acc=0.8, predictions=predictions_from_correct(_correct(160)))
+    # Better on test, worse on val (best val acc 0.86 < 0.90): must not be the chosen model.
+    exp_dir.trial("a6a60012", OVERFIT, test_acc=1.0, predictions=predictions_from_correct(np.ones(LABELS.size, bool)))
+    exp = load_experiments([exp_dir.path])
+    chosen = chosen_model(trial_table(exp), exp.predictions, "best_val_acc", "max", n_resamples=500)
+    assert len(chosen) == 1
+    row = chosen.iloc[0]
+    assert row["trial"] == "a6a60011" and row["best_val_acc"] == pytest.approx(0.90)
+    assert row["test_acc"] == pytest.approx(0.8) and row["acc_low"] < 0.8 < row["acc_high"]
+    assert 0.02 < (row["acc_high"] - row["acc_low"]) / 2 < 0.08, "about 1.96 * sqrt(0.16 / 200) = 0.055"
+    assert row["auc_low"] <= row["test_auc"] <= row["auc_high"]
+    probs, labels = exp.predictions["a6a60011"]
+    predicted = probs.argmax(1)
+    assert row["sensitivity"] == pytest.approx((predicted[labels == 1] == 1).mean())
+    assert row["specificity"] == pytest.approx((predicted[labels == 0] == 0).mean())
+
+
+def test_no_tested_trial_means_no_chosen_model(builder):
+    exp_dir = builder()
+    exp_dir.trial("a6a60021", HEALTHY, epochs_run=3)
+    exp = load_experiments([exp_dir.path])
+    assert chosen_model(trial_table(exp), exp.predictions, "best_val_acc", "max").empty

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.stats import binomial_two_sided_p, mcnemar_exact, paired_bootstrap_ci
+from analysis.stats import bootstrap_interval, binomial_two_sided_p, mcnemar_exact, paired_bootstrap_ci
 
 
 def test_identical_predictions_give_zero_difference_and_p_one():
@@ -71,3 +71,25 @@ def test_mismatched_vectors_are_rejected():
         mcnemar_exact(np.ones(3, bool), np.ones(4, bool))
     with pytest.raises(ValueError, match="level"):
         paired_bootstrap_ci(np.ones(3, bool), np.ones(3, bool), level=95)
+
+
+def test_bootstrap_interval_of_one_accuracy_matches_the_normal_approximation():
+    rng = np.random.default_rng(7)
+    correct = rng.random(2000) < 0.9
+    big = bootstrap_interval(lambda idx: correct[idx].mean(), correct.size, n_resamples=1000, seed=1)
+    assert big.value == pytest.approx(correct.mean()) and big.low < big.value < big.high
+    p = correct.mean()
+    half_width = 1.96 * np.sqrt(p * (1 - p) / correct.size)
+    assert (big.high - big.low) / 2 == pytest.approx(half_width, rel=0.2), big
+    small = bootstrap_interval(lambda idx: correct[:200][idx].mean(), 200, n_resamples=1000, seed=1)
+    assert small.high - small.low > 2 * (big.high - big.low), "10x fewer images: about 3x wider"
+    again = bootstrap_interval(lambda idx: correct[idx].mean(), correct.size, n_resamples=1000, seed=1)
+    assert again == big, "not reproducible"
+
+
+def test_bootstrap_interval_drops_nan_resamples_and_rejects_no_images():
+    # NaN on resamples without image 0 (like an AUC on a draw that misses a class)
+    ci = bootstrap_interval(lambda idx: 1.0 if 0 in idx else float("nan"), 3, n_resamples=200, seed=0)
+    assert (ci.value, ci.low, ci.high) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="at least one test image"):
+        bootstrap_interval(lambda idx: 0.0, 0)
