@@ -32,13 +32,16 @@ PARAMS = {
 FIXED = {"optimizer": "adamw", "scheduler": "cosine", "augment": True}
 
 # Tried first, before TPE takes over, so every search has strong reference points: pretrained
-# Lite0 fine-tuned at 64 px, and the recipe that won on val in the 30-minute reference search
-# (docs/results/pneumoniamnist-30min: partial freeze, lr 9e-4, 5 epochs; chosen on val only).
+# Lite0 fine-tuned at 64 px, and the val winners of the 30-minute reference searches, chosen on
+# val only (docs/results: pneumoniamnist-30min, Lite0 partial freeze; pneumoniamnist-30min-v2,
+# ResNet-18 from scratch at 28 px).
 START_WITH = [
     {"backbone": "timm/efficientnet_lite0", "weights": "IMAGENET1K_PYPI", "freeze": "none",
      "image_size": 64, "lr": 1e-3, "batch_size": 32},
     {"backbone": "timm/efficientnet_lite0", "weights": "IMAGENET1K_PYPI", "freeze": "partial",
      "image_size": 64, "lr": 9e-4, "batch_size": 32, "epochs": 5},
+    {"backbone": "resnet18", "weights": "none", "freeze": "none", "image_size": 28, "lr": 2.5e-3,
+     "batch_size": 32, "weight_decay": 3.3e-3, "epochs": 5},
 ]
 
 METRIC = "val_acc"
