@@ -31,13 +31,13 @@ PARAMS = {
 }
 FIXED = {"optimizer": "adamw", "scheduler": "cosine", "augment": True}
 
-# Tried first, before TPE takes over, so every search has strong reference points: pretrained
-# Lite0 fine-tuned at 64 px, and the val winners of the 30-minute reference searches, chosen on
-# val only (docs/results: pneumoniamnist-30min, Lite0 partial freeze; pneumoniamnist-30min-v2,
-# ResNet-18 from scratch at 28 px).
+# Tried first, before TPE takes over, so every search has strong reference points: the val
+# winners of the 30-minute reference searches, chosen on val only (docs/results:
+# pneumoniamnist-30min-v3, Lite0 fine-tuned at 64 px; pneumoniamnist-30min, Lite0 partial
+# freeze; pneumoniamnist-30min-v2, ResNet-18 from scratch at 28 px).
 START_WITH = [
     {"backbone": "timm/efficientnet_lite0", "weights": "IMAGENET1K_PYPI", "freeze": "none",
-     "image_size": 64, "lr": 1e-3, "batch_size": 32},
+     "image_size": 64, "lr": 2.5e-3, "batch_size": 16, "epochs": 3, "weight_decay": 1.6e-4},
     {"backbone": "timm/efficientnet_lite0", "weights": "IMAGENET1K_PYPI", "freeze": "partial",
      "image_size": 64, "lr": 9e-4, "batch_size": 32, "epochs": 5},
     {"backbone": "resnet18", "weights": "none", "freeze": "none", "image_size": 28, "lr": 2.5e-3,
