@@ -118,10 +118,19 @@ def trial_table(exp: Experiment) -> pd.DataFrame:
     return table
 
 
+TIE_BREAK = "best_val_loss"
+
+
 def rank_trials(table: pd.DataFrame, column: str, mode: str) -> pd.DataFrame:
-    """Return ``table`` sorted best-first by ``column`` (``mode`` max or min), NaN last."""
-    return table.sort_values([column, "trial"], ascending=[mode == "min", True],
-                             na_position="last", kind="mergesort").reset_index(drop=True)
+    """Return ``table`` sorted best-first by ``column`` (``mode`` max or min), NaN last.
+
+    Val accuracy ties often (it counts images), so equal values go to the lower best val loss,
+    then to the trial id: the same rule ``tl.search`` uses for the trial it prints.
+    """
+    keys = [column] + ([TIE_BREAK] if TIE_BREAK in table.columns and column != TIE_BREAK else []) + ["trial"]
+    ascending = [mode == "min"] + [True] * (len(keys) - 1)
+    return table.sort_values(keys, ascending=ascending, na_position="last",
+                             kind="mergesort").reset_index(drop=True)
 
 
 def check_group_by(table: pd.DataFrame, group_by: Sequence[str]) -> list[str]:

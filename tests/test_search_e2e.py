@@ -35,6 +35,7 @@ def smoke_experiment(tmp_path_factory, data_dir) -> Path:
                  "--storage", str(storage), "--name", "smoke", "--num-samples", "4"])
     assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "best trial by val_acc" in proc.stdout, proc.stdout[-2000:]
+    (storage / "search_stdout.txt").write_text(proc.stdout)
     return storage / "smoke"
 
 
@@ -82,6 +83,11 @@ def test_summarize_reads_the_real_smoke_experiment(smoke_experiment, tmp_path):
     frame = pd.read_csv(out / "summary.csv")
     epochs_reported = sum(len(t["rows"]) for t in _trials(smoke_experiment))
     assert len(frame) == epochs_reported, "summary.csv must hold one row per trial and epoch"
+    printed = (smoke_experiment.parent / "search_stdout.txt").read_text()
+    folder = Path(printed.split("trial folder: ")[1].splitlines()[0]).name
+    chosen = pd.read_csv(out / "chosen.csv", dtype={"trial": str})
+    assert folder.startswith(chosen["trial"].iloc[0] + "_"), \
+        f"search printed {folder}, the report chose {chosen['trial'].iloc[0]}"
 
 
 def test_resume_of_a_finished_search_keeps_its_trials(smoke_experiment, data_dir):

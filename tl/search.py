@@ -215,19 +215,44 @@ def run_search(args: argparse.Namespace) -> int:
     return _print_outcome(results, space, f"{storage}/{name}")
 
 
+def chosen_trial(results, metric: str, mode: str):
+    """Return the Result a user walks away with, by the rule ``analysis.summarize`` applies.
+
+    Only trials that ran to the end were tested, so they are preferred; among them the best
+    ``metric`` over all epochs wins, ties (val accuracy counts images) go to the lowest val loss,
+    then to the trial id. Untested trials are ranked only when no trial was tested.
+    """
+    ranked = []
+    for result in results:
+        frame = result.metrics_dataframe
+        if result.error or frame is None or metric not in frame or frame[metric].dropna().empty:
+            continue
+        best = frame[metric].max() if mode == "max" else frame[metric].min()
+        loss = frame["val_loss"].min() if "val_loss" in frame else float("inf")
+        tested = "test_acc" in frame and frame["test_acc"].notna().any()
+        trial_id = str(frame["trial_id"].dropna().iloc[-1]) if "trial_id" in frame else ""
+        ranked.append(((not tested, -best if mode == "max" else best, loss, trial_id), best, result))
+    if not ranked:
+        return None, None
+    _, best, result = min(ranked, key=lambda row: row[0])
+    return result, best
+
+
 def _print_outcome(results, space: SearchSpace, where: str) -> int:
     n_err = len(results.errors)
     print(f"\n[tl.search] {len(results)} trials, {n_err} errored. Experiment folder: {where}")
-    if n_err == len(results):
-        print("error: every trial errored; see error.txt in the trial folders", file=sys.stderr)
+    best, best_value = chosen_trial(results, space.metric, space.mode)
+    if best is None:
+        what = "every trial errored" if n_err == len(results) else f"no trial reported {space.metric}"
+        print(f"error: {what}; see error.txt in the trial folders", file=sys.stderr)
         return 1
-    best = results.get_best_result(metric=space.metric, mode=space.mode, scope="all")
     shown = {k: best.config[k] for k in ("backbone", "weights", "freeze", "lr", "batch_size", "weight_decay",
                                          "epochs", "image_size") if k in best.config}
     print(f"[tl.search] best trial by {space.metric} (val only): {json.dumps(shown, default=str)}")
     m = best.metrics or {}
-    print("  " + "  ".join(f"{k}={m[k]:.4f}" for k in ("val_acc", "val_auc", "val_loss", "test_acc", "test_auc",
-                                                       "test_sensitivity", "test_specificity") if k in m))
+    figures = [f"best {space.metric}={best_value:.4f}"]
+    figures += [f"{k}={m[k]:.4f}" for k in ("test_acc", "test_auc", "test_sensitivity", "test_specificity") if k in m]
+    print("  " + "  ".join(figures) + ("" if "test_acc" in m else "  (stopped early: not tested)"))
     print(f"  trial folder: {best.path}")
     print(f"[tl.search] next: python -m analysis.summarize {where}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from analysis_builders import HEALTHY, OVERFIT
 
@@ -100,3 +101,14 @@ def test_trials_rank_by_best_validation_value(table):
     assert rank_column("val_acc") == "best_val_acc", "the best-by-val weights are the tested ones"
     row = table.loc["aaaa0002"]
     assert (row["best_val_acc"], row["final_val_acc"]) == (0.86, 0.84), "best vs final differ"
+
+
+def test_rank_breaks_val_acc_ties_by_val_loss_then_trial_id():
+    """Same rule as tl.search's printed trial; the trial id alone used to decide (v4 run: two 0.979s)."""
+    tied = pd.DataFrame({"trial": ["aaaa0001", "bbbb0002", "cccc0003", "dddd0004"],
+                         "best_val_acc": [0.979, 0.979, 0.979, 0.990],
+                         "best_val_loss": [0.082, 0.062, 0.062, np.nan]})
+    ranked = rank_trials(tied, "best_val_acc", "max")
+    assert list(ranked["trial"]) == ["dddd0004", "bbbb0002", "cccc0003", "aaaa0001"]
+    by_loss = rank_trials(tied, "best_val_loss", "min")
+    assert list(by_loss["trial"]) == ["bbbb0002", "cccc0003", "aaaa0001", "dddd0004"]
