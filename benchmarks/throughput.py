@@ -78,11 +78,11 @@ def _tl_seconds(backbone: str, weights: str, images: torch.Tensor, labels: torch
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in normalization(backbone, weights))
     batcher = Batcher(size, mean, std, augment=True, channels_last=channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
-    criterion = nn.CrossEntropyLoss()
+    criterion, amp_dtype = nn.CrossEntropyLoss(), autocast_dtype(precision)
     t0 = time.perf_counter()
     for epoch in range(epochs):
         train_one_epoch(model, criterion, optimizer, images, labels, batcher, batch,
-                        torch.Generator().manual_seed(epoch), device, autocast_dtype(precision))
+                        torch.Generator().manual_seed(epoch), device, amp_dtype)
     return time.perf_counter() - t0
 
 
@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         images, labels = torch.from_numpy(arrays.images["train"]), torch.from_numpy(arrays.labels["train"])
         n = len(labels)
         # train_one_epoch drops a last batch of one image; the tutorial does not
-        steps = epochs * (n // batch + (n % batch > 1))
-        tl_images = epochs * min(n, (n // batch + (n % batch > 1)) * batch)
+        batches = n // batch + (n % batch > 1)
+        steps, tl_images = epochs * batches, epochs * min(n, batches * batch)
         for backbone, weights in MODELS:
             tut_s = _tutorial_seconds(backbone, weights, sub, n_train, size, batch, epochs, device)
             tl_s = _tl_seconds(backbone, weights, images, labels, size, batch, epochs, device,
