@@ -1,7 +1,6 @@
 """A two-node Ray cluster on one machine: trials run on both nodes, and survive losing one (R3)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -9,21 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from trial_rows import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _rows(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "result.json"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written right now
-            pass
-    return rows
 
 
 @pytest.fixture
@@ -53,7 +40,7 @@ def test_search_uses_both_nodes_and_survives_losing_one(two_node_cluster, tmp_pa
     mid_run_on_worker = False
     deadline = time.time() + 240
     while time.time() < deadline and search.poll() is None:
-        last_rows = [rows[-1] for d in exp.glob("*/") if (rows := _rows(d))]
+        last_rows = [rows[-1] for d in exp.glob("*/") if (rows := read_rows(d))]
         mid_run_on_worker = any(r["node_id"] == worker.node_id and "test_acc" not in r and not r.get("done")
                                 for r in last_rows)
         if mid_run_on_worker:
@@ -66,14 +53,14 @@ def test_search_uses_both_nodes_and_survives_losing_one(two_node_cluster, tmp_pa
     assert "4 trials, 0 errored" in out, out[-2000:]
     moved = []
     for d in exp.glob("*/"):
-        rows = _rows(d)
+        rows = read_rows(d)
         epochs = [r["epoch"] for r in rows]
         assert epochs == sorted(set(epochs)), f"{d.name}: an epoch was re-run after the node died: {epochs}"
         if rows and rows[0]["node_id"] == worker.node_id and rows[-1]["node_id"] != worker.node_id:
             moved.append(d.name)
-    worker_trials = [d.name for d in exp.glob("*/") if any(r["node_id"] == worker.node_id for r in _rows(d))]
+    worker_trials = [d.name for d in exp.glob("*/") if any(r["node_id"] == worker.node_id for r in read_rows(d))]
     unfinished_on_worker = [n for n in worker_trials if n not in moved and
-                            _rows(exp / n)[-1]["node_id"] == worker.node_id and
-                            "test_acc" not in _rows(exp / n)[-1] and not _rows(exp / n)[-1].get("done")]
+                            read_rows(exp / n)[-1]["node_id"] == worker.node_id and
+                            "test_acc" not in read_rows(exp / n)[-1] and not read_rows(exp / n)[-1].get("done")]
     assert not unfinished_on_worker, f"trials stranded on the dead node: {unfinished_on_worker}"
     assert moved, f"no trial moved from the dead worker to the head (worker trials: {worker_trials})"

@@ -1,7 +1,6 @@
 """Faults: a crashing trial resumes from its checkpoint (R1); a killed driver is resumed (R2)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -9,14 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from trial_rows import read_rows
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _rows(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "result.json"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _trial_dirs(exp: Path) -> list[Path]:
@@ -40,10 +34,10 @@ def test_trial_that_raises_is_retried_from_its_checkpoint(tmp_path, data_dir):
     # errored; "0 errored" therefore means each retry resumed past epoch 1 from its checkpoint.
     assert "2 trials, 0 errored" in out, out[-2000:]
     assert "from checkpoint" in out and "checkpoint_000000" in out, "no restore from the epoch-1 checkpoint"
-    reached_two = [d for d in _trial_dirs(tmp_path / "fault") if any(r["epoch"] >= 2 for r in _rows(d))]
+    reached_two = [d for d in _trial_dirs(tmp_path / "fault") if any(r["epoch"] >= 2 for r in read_rows(d))]
     assert reached_two, "no trial got past the injected fault"
     for d in reached_two:
-        epochs = [r["epoch"] for r in _rows(d)]
+        epochs = [r["epoch"] for r in read_rows(d)]
         # Ray re-syncs result.json when it restores a trial and has been seen to drop rows from
         # before the fault, so require order, not completeness: no epoch is ever reported twice.
         assert epochs == sorted(set(epochs)), f"{d.name}: epochs {epochs}; an epoch was re-run"
@@ -57,7 +51,7 @@ def test_killed_driver_is_resumed_without_losing_trials(tmp_path, data_dir):
                               start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline:
-        started = [d for d in _trial_dirs(exp) if _rows(d)]
+        started = [d for d in _trial_dirs(exp) if read_rows(d)]
         if len(started) >= 2:
             break
         time.sleep(0.5)
@@ -65,7 +59,7 @@ def test_killed_driver_is_resumed_without_losing_trials(tmp_path, data_dir):
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     time.sleep(3)
-    before = {d.name: _rows(d) for d in _trial_dirs(exp)}
+    before = {d.name: read_rows(d) for d in _trial_dirs(exp)}
     finished_before = {n for n, rows in before.items() if rows and "test_acc" in rows[-1]}
     resumed = subprocess.run(_search_cmd(data_dir, tmp_path, "--resume"), cwd=ROOT, capture_output=True,
                              text=True, timeout=400, env=os.environ.copy())
@@ -74,7 +68,7 @@ def test_killed_driver_is_resumed_without_losing_trials(tmp_path, data_dir):
     except ProcessLookupError:
         pass
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
-    after = {d.name: _rows(d) for d in _trial_dirs(exp)}
+    after = {d.name: read_rows(d) for d in _trial_dirs(exp)}
     assert len(after) == 4, f"expected 4 trials after resume (searcher state restored), got {len(after)}"
     for name in finished_before:
         assert after[name] == before[name], f"{name} finished before the kill but changed on resume"
