@@ -2,10 +2,12 @@
 
 Completed trials enter an in-memory Optuna study (``optuna.trial.create_trial`` +
 ``study.add_trial``) with their FINAL metric; ASHA-stopped trials are left out because their
-final value reflects a smaller budget, not their hyperparameters. The evaluator is fANOVA when
-scikit-learn is importable (Optuna's fANOVA and mean-decrease-impurity both need it), else
-PED-ANOVA (Optuna >= 3.6, no extra dependency; the default since Optuna 5), else our own
-one-way eta-squared, labelled as such.
+final value reflects a smaller budget, not their hyperparameters. The evaluator is PED-ANOVA
+(Optuna >= 3.6; the default since Optuna 5), which keeps conditional parameters such as
+``freeze_fraction`` that only some trials have. Optuna's fANOVA silently drops a parameter that
+is missing from any trial, so it is used only on an older Optuna (and needs scikit-learn); without
+either, our own one-way eta-squared, labelled as such. The choice never depends on whether
+scikit-learn happens to be installed.
 """
 
 from __future__ import annotations
@@ -80,10 +82,10 @@ ETA_SQUARED = ("one-way eta-squared (own, not Optuna): share of the metric's var
 def _pick_evaluator() -> tuple[Any, str]:
     import optuna.importance as oi
 
-    if importlib.util.find_spec("sklearn") is not None:
-        return oi.FanovaImportanceEvaluator(seed=0), FANOVA
     if hasattr(oi, "PedAnovaImportanceEvaluator"):
         return oi.PedAnovaImportanceEvaluator(), PED_ANOVA
+    if importlib.util.find_spec("sklearn") is not None:
+        return oi.FanovaImportanceEvaluator(seed=0), FANOVA
     return None, ETA_SQUARED
 
 
