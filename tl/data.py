@@ -17,6 +17,7 @@ import numpy as np
 from filelock import FileLock
 
 from tl.errors import TLError
+from tl.groups import GROUPS_CSV, group_split, groups_from_csv, groups_from_regex, groups_record
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -56,6 +57,20 @@ class DatasetArrays:
     class_names: list[str]
     split_record: dict = field(default_factory=dict)
     fingerprint: str = ""  # identifies the source data; keys caches derived from it
+    names: dict[str, list[str]] = field(default_factory=dict)  # per split: file paths / npz names, if known
+    _test_fingerprint: str = ""
+
+    @property
+    def test_fingerprint(self) -> str:
+        """Hash of the test images, labels and (if known) file names: two runs with equal
+        fingerprints were tested on the same images in the same order."""
+        if not self._test_fingerprint:
+            h = hashlib.sha256()
+            h.update(np.ascontiguousarray(self.images["test"]).data)
+            h.update(np.ascontiguousarray(self.labels["test"], dtype=np.int64).data)
+            h.update("\n".join(self.names.get("test", [])).encode())
+            self._test_fingerprint = h.hexdigest()[:16]
+        return self._test_fingerprint
 
     @property
     def num_classes(self) -> int:
@@ -73,7 +88,7 @@ class DatasetArrays:
         return {"name": self.name, "task": self.task, "num_classes": self.num_classes,
                 "class_names": self.class_names,
                 "split_sizes": {s: int(len(self.labels[s])) for s in SPLITS},
-                "split": self.split_record}
+                "test_fingerprint": self.test_fingerprint, "split": self.split_record}
 
 
 def default_data_dir() -> Path:
@@ -137,8 +152,12 @@ def _download_medmnist(name: str, dest: Path) -> Path:
     return dest
 
 
-def load_npz_splits(path: Path) -> DatasetArrays:
-    """Read a MedMNIST-layout ``.npz``: ``{split}_images`` (N,H,W[,3]) and ``{split}_labels``."""
+def load_npz_splits(path: Path, groups: str | None = None) -> DatasetArrays:
+    """Read a MedMNIST-layout ``.npz``: ``{split}_images`` (N,H,W[,3]) and ``{split}_labels``.
+
+    Its splits are official, so nothing is carved; ``groups`` (a regex over ``{split}_names``)
+    only records which groups each split holds, for the split audit.
+    """
     try:
         npz = np.load(path)
     except (OSError, ValueError) as exc:
@@ -171,7 +190,17 @@ def load_npz_splits(path: Path) -> DatasetArrays:
         if bad.any():
             raise TLError(f"{path}: {split}_labels has {int(bad.sum())} labels outside "
                           f"[0, {len(class_names) - 1}] (e.g. {int(labels[split][bad][0])})")
-    return DatasetArrays(name, images, labels, list(class_names), {"source": "npz official split"})
+    names = {s: [str(n) for n in npz[f"{s}_names"]] for s in SPLITS if f"{s}_names" in npz.files}
+    record: dict = {"source": "npz official split"}
+    if groups:
+        if len(names) < len(SPLITS):
+            raise TLError(f"{path}: --groups needs {{split}}_names arrays to match, and it has "
+                          f"only {', '.join(npz.files)}")
+        keys, missed = groups_from_regex([n for s in SPLITS for n in names[s]], groups)
+        bounds = np.cumsum([0] + [len(names[s]) for s in SPLITS])
+        record["groups"] = groups_record({s: keys[bounds[i]:bounds[i + 1]] for i, s in enumerate(SPLITS)},
+                                         f"regex {groups}", missed)
+    return DatasetArrays(name, images, labels, list(class_names), record, names=names)
 
 
 def _list_class_folder(root: Path) -> dict[str, list[Path]]:
@@ -220,12 +249,31 @@ def _decode_images(paths: list[Path], size: int, skip_bad: bool) -> tuple[np.nda
     return out[: len(kept)], kept, bad
 
 
+def _train_groups(root: Path, files: dict[str, list[Path]], groups: str | None) -> tuple[np.ndarray | None, dict]:
+    """Group keys of train's files (the pool val and test are carved from), and their source.
+
+    Only train is grouped: ids may restart per split folder (Kermany's test/ does), so a name
+    shared with an official split says nothing; pixels judge those leaks (the split audit).
+    """
+    rel = [str(p.relative_to(root)) for p in files["train"]]
+    if groups:
+        keys, missed = groups_from_regex(rel, groups)
+        return keys, {"source": f"regex {groups}", "unmatched": missed}
+    if (root / GROUPS_CSV).is_file():
+        known = {str(p.relative_to(root)) for split in files.values() for p in split}
+        return groups_from_csv(root / GROUPS_CSV, rel, known), {"source": GROUPS_CSV, "unmatched": 0}
+    return None, {}
+
+
 def load_image_folder(root: Path, image_size: int, val_fraction: float = 0.1,
-                      test_fraction: float = 0.15, seed: int = 0, skip_bad: bool = False) -> DatasetArrays:
+                      test_fraction: float = 0.15, seed: int = 0, skip_bad: bool = False,
+                      groups: str | None = None) -> DatasetArrays:
     """Read ``root/{train,val,test}/CLASS/*`` or bare ``root/CLASS/*`` and decode at ``image_size``.
 
     Missing val (or all splits) are carved from train, stratified and seeded; the record of what was
-    carved (seed, fractions, file lists' hashes) goes in ``split_record``.
+    carved (seed, fractions, file lists' hashes) goes in ``split_record``. With a grouping (regex
+    ``groups`` over paths relative to ``root``, or ``root/groups.csv``) the carve is also disjoint
+    by group, and the groups of each split are recorded.
     """
     present = [s for s in SPLITS if (root / s).is_dir()]
     if "train" in present:
@@ -241,27 +289,40 @@ def load_image_folder(root: Path, image_size: int, val_fraction: float = 0.1,
     files = {s: [p for c in class_names for p in tree[c]] for s, tree in trees.items()}
     labels = {s: np.array([i for i, c in enumerate(class_names) for _ in tree[c]], dtype=np.int64)
               for s, tree in trees.items()}
+    keys, grouping = _train_groups(root, files, groups)
+    pool = {"train": keys} if keys is not None else {}
     for split, fraction in (("test", test_fraction), ("val", val_fraction)):
         if split in trees:
             continue
-        kept, carved = stratified_split(labels["train"], fraction, seed)
+        if keys is None:
+            kept, carved = stratified_split(labels["train"], fraction, seed)
+        else:
+            kept, carved = group_split(labels["train"], pool["train"], fraction, seed)
+            pool[split], pool["train"] = pool["train"][carved], pool["train"][kept]
         files[split] = [files["train"][i] for i in carved]
         labels[split] = labels["train"][carved]
         files["train"] = [files["train"][i] for i in kept]
         labels["train"] = labels["train"][kept]
         record["carved"][split] = {"fraction": fraction, "from": "train", "n": len(carved),
+                                   "by": "label and group" if keys is not None else "label",
                                    "files": [str(p.relative_to(root)) for p in files[split]]}
     images, skipped = {}, {}
     for split in SPLITS:
         images[split], kept, bad = _decode_images(files[split], image_size, skip_bad)
         labels[split] = labels[split][kept]
+        files[split] = [files[split][i] for i in kept]
+        if split in pool:
+            pool[split] = pool[split][kept]
         if bad:
             skipped[split] = bad
+    if pool:
+        record["groups"] = groups_record(pool, grouping["source"], grouping["unmatched"])
     if skipped:
         record["skipped_bad_images"] = skipped
         print(f"[tl.data] skipped {sum(map(len, skipped.values()))} unreadable images: "
               f"{', '.join(p for v in skipped.values() for p in v[:3])}")
-    return DatasetArrays(root.name, images, labels, class_names, record)
+    names = {s: [str(p.relative_to(root)) for p in files[s]] for s in SPLITS}
+    return DatasetArrays(root.name, images, labels, class_names, record, names=names)
 
 
 def _fingerprint(path: Path) -> str:
@@ -274,20 +335,30 @@ def _fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _groups_tag(groups: str | None) -> str:
+    """Cache-key part of a grouping: a grouped carve must not reuse an ungrouped one's entry.
+
+    A ``groups.csv`` is a file under the root, so the folder's fingerprint already covers it.
+    """
+    return f"-groups{hashlib.sha256(groups.encode()).hexdigest()[:10]}" if groups else ""
+
+
 def load_dataset(dataset: str, image_size: int, data_dir: str | Path | None = None, *,
                  offline: bool = False, seed: int = 0, skip_bad: bool = False,
-                 use_cache: bool = True) -> DatasetArrays:
+                 use_cache: bool = True, groups: str | None = None) -> DatasetArrays:
     """Load a dataset by name or path, decoded at ``image_size`` (ImageFolder) or native (npz).
 
     ``.npz`` images keep their stored size (the trainable resizes batches); ImageFolder JPEGs are
-    decoded once at ``image_size`` and cached under ``cache_dir()`` keyed by a data fingerprint.
+    decoded once at ``image_size`` and cached under ``cache_dir()`` keyed by a data fingerprint,
+    the seed and the grouping (``groups``: regex over file paths, see :mod:`tl.groups`).
     """
     path = resolve_dataset_path(dataset, data_dir, offline)
     if path.is_file():
-        arrays = load_npz_splits(path)
+        arrays = load_npz_splits(path, groups)
         arrays.fingerprint = _fingerprint(path)
         return arrays
-    key = f"{path.name}-{_fingerprint(path)}-{image_size}px-seed{seed}{'-skipbad' if skip_bad else ''}"
+    key = (f"{path.name}-{_fingerprint(path)}-{image_size}px-seed{seed}{_groups_tag(groups)}"
+           f"{'-skipbad' if skip_bad else ''}")
     cache = cache_dir() / "decoded" / f"{key}.npz"
     if use_cache and cache.exists():
         return _read_cache(cache, key)
@@ -295,12 +366,13 @@ def load_dataset(dataset: str, image_size: int, data_dir: str | Path | None = No
     with FileLock(str(cache) + ".lock"):
         if use_cache and cache.exists():
             return _read_cache(cache, key)
-        arrays = load_image_folder(path, image_size, seed=seed, skip_bad=skip_bad)
+        arrays = load_image_folder(path, image_size, seed=seed, skip_bad=skip_bad, groups=groups)
         arrays.fingerprint = key
         if use_cache:
             tmp = cache.with_suffix(".part.npz")
             np.savez(tmp, meta=np.array(json.dumps({"name": arrays.name, "class_names": arrays.class_names,
-                                                    "split_record": arrays.split_record})),
+                                                    "split_record": arrays.split_record,
+                                                    "names": arrays.names})),
                      **{f"{s}_images": arrays.images[s] for s in SPLITS},
                      **{f"{s}_labels": arrays.labels[s] for s in SPLITS})
             os.replace(tmp, cache)
@@ -312,4 +384,4 @@ def _read_cache(path: Path, key: str) -> DatasetArrays:
         meta = json.loads(str(npz["meta"]))
         return DatasetArrays(meta["name"], {s: npz[f"{s}_images"] for s in SPLITS},
                              {s: npz[f"{s}_labels"] for s in SPLITS}, meta["class_names"],
-                             meta["split_record"], key)
+                             meta["split_record"], key, names=meta.get("names", {}))

@@ -39,6 +39,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", default=os.environ.get("TL_DATA_DIR"), help="where named datasets live (env TL_DATA_DIR)")
     g.add_argument("--offline", action="store_true", help="never download; drop (backbone, weights) pairs that are not cached")
     g.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
+    g.add_argument("--groups", metavar="REGEX", help="patient (group) id: first capture group of REGEX in each file's "
+                                                     "path relative to the dataset root (npz: {split}_names); carved "
+                                                     "splits become disjoint by group (overrides the file's GROUPS)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="pin one parameter (repeatable)")
     g = p.add_argument_group("where it runs")
     g.add_argument("--storage", default="./results", help="results root: local path, NFS path or cloud URI")
@@ -55,6 +58,8 @@ def _space_from_args(args: argparse.Namespace) -> SearchSpace:
     pins = list(args.set)
     if args.dataset:
         space.dataset = args.dataset
+    if args.groups is not None:
+        space.groups = args.groups
     for attr in ("num_samples", "max_epochs", "grace_period", "reduction_factor", "sampler",
                  "cpus_per_trial", "gpus_per_trial"):
         if getattr(args, attr) is not None:
@@ -159,7 +164,7 @@ def run_search(args: argparse.Namespace) -> int:
     # An .npz is stored at one size (trials resize batches): load it once, share it for every size.
     sizes = space.image_sizes()[:1] if source.is_file() else space.image_sizes()
     loaded = {size: load_dataset(space.dataset, size, args.data_dir, offline=args.offline, seed=args.seed or 0,
-                                 skip_bad=args.skip_bad_images) for size in sizes}
+                                 skip_bad=args.skip_bad_images, groups=space.groups) for size in sizes}
     datasets = {size: loaded.get(size, loaded[sizes[0]]) for size in space.image_sizes()}
     first = next(iter(datasets.values()))
     batch_sizes = space.params.get("batch_size", [space.fixed.get("batch_size", 64)])
@@ -171,6 +176,8 @@ def run_search(args: argparse.Namespace) -> int:
         space.num_samples = len(grid_configs(space))
         print(f"[tl.search] grid: {space.num_samples} trials, every combination once")
     space.fixed.update({"dataset": space.dataset, "data_dir": args.data_dir})
+    if space.groups:  # a trial that decodes for itself carves the same grouped split
+        space.fixed["groups"] = space.groups
 
     _init_ray(args.address)
     import ray

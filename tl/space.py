@@ -35,6 +35,8 @@ SPACE_KEYS = {
     "GPUS_PER_TRIAL": "GPUs per trial, fractions allowed",
     "MAX_FAILURES": "retries of a crashed trial from its last checkpoint",
     "START_WITH": "list of known-good recipes (dicts of parameters) the sampler tries first",
+    "GROUPS": "regex whose first capture group is the patient (group) id in each file's path; "
+              "carved splits are then disjoint by group",
 }
 DISTRIBUTIONS = ("loguniform", "uniform", "int")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
@@ -60,6 +62,7 @@ class SearchSpace:
     gpus_per_trial: float = 0
     max_failures: int = 2
     start_with: list = field(default_factory=list)
+    groups: str | None = None
 
     def weight_pairs(self) -> list[tuple[str, str]]:
         return [(b, w) for b, ws in self.backbones.items() for w in ws]
@@ -181,6 +184,8 @@ def validate_space(space: SearchSpace) -> None:
     for point in space.start_with:
         if not _point_in_space(space, point):
             raise _fail(p, "START_WITH", f"{point!r} is not in BACKBONES")
+    if space.groups is not None and (not isinstance(space.groups, str) or not space.groups):
+        raise _fail(p, "GROUPS", f"must be a regex string with a capture group, got {space.groups!r}")
     if space.cpus_per_trial <= 0 or space.gpus_per_trial < 0:
         raise _fail(p, "CPUS_PER_TRIAL", "CPUs must be > 0 and GPUs >= 0")
 

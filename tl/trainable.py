@@ -300,7 +300,9 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
             test_labels = split["test"][1].cpu().numpy()
             metrics.update({"test_loss": test_loss, **classification_metrics(test_probs, test_labels, "test"),
                             "test_n": len(test_labels), "best_epoch": best["epoch"]})
-            state["test_predictions"] = {"probs": test_probs.astype(np.float32), "labels": test_labels}
+            # The fingerprint lets a paired comparison check both sides saw the same test images.
+            state["test_predictions"] = {"probs": test_probs.astype(np.float32), "labels": test_labels,
+                                         "test_fingerprint": np.array(arrays.test_fingerprint)}
         yield metrics, state
 
 
@@ -334,7 +336,8 @@ def train_transfer(config: dict, datasets: dict | None = None, weight_refs: dict
     if datasets and cfg["image_size"] in datasets:
         arrays = datasets[cfg["image_size"]]
     else:
-        arrays = load_dataset(cfg["dataset"], cfg["image_size"], cfg["data_dir"], seed=cfg["seed"])
+        arrays = load_dataset(cfg["dataset"], cfg["image_size"], cfg["data_dir"], seed=cfg["seed"],
+                              groups=cfg.get("groups"))
     key = f"{cfg['backbone']}|{cfg['weights']}"
     if weight_refs and key in weight_refs:
         state_dict = ray.get(weight_refs[key])

@@ -1,0 +1,133 @@
+"""tl.groups: patient-grouped carving (disjoint by group, stratified by label), its bad input and
+its place in the decode cache's key."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tl.data import load_dataset, load_image_folder, load_npz_splits
+from tl.errors import TLError
+from tl.groups import KERMANY_REGEX, group_overlap, group_split
+
+ROOT = Path(__file__).resolve().parents[1]
+N_TRAIN, N_TEST = 30, 3  # per class; the first 30 PNEUMONIA files hold ~11 patients with 2 images
+
+
+@pytest.fixture
+def kermany_subset(tmp_path: Path, data_dir: Path) -> Path:
+    """A small real chest_xray copy with several images per patient, no val/."""
+    root = tmp_path / "kermany"
+    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
+        for cls in ("NORMAL", "PNEUMONIA"):
+            (root / split / cls).mkdir(parents=True)
+            for p in sorted((data_dir / "chest_xray" / split / cls).iterdir())[:n]:
+                shutil.copyfile(p, root / split / cls / p.name)
+    return root
+
+
+def _patients(names: list[str]) -> set[str]:
+    pattern = re.compile(KERMANY_REGEX)
+    return {pattern.search(n).group(1) for n in names}
+
+
+def test_kermany_regex_carves_val_sharing_no_patient_with_train(kermany_subset: Path):
+    for seed in (0, 1):
+        plain = load_image_folder(kermany_subset, 16, seed=seed)
+        leaked = _patients(plain.names["train"]) & _patients(plain.names["val"])
+        assert leaked, "the image-level carve of this subset should share a patient (else the test proves nothing)"
+        grouped = load_image_folder(kermany_subset, 16, seed=seed, groups=KERMANY_REGEX)
+        train, val = _patients(grouped.names["train"]), _patients(grouped.names["val"])
+        assert not train & val, f"seed {seed}: val shares patients {sorted(train & val)} with train"
+        assert sorted(np.unique(grouped.labels["val"])) == [0, 1], "val must hold both classes"
+        record = grouped.split_record["groups"]["splits"]
+        assert record["val"]["n_groups"] == len(val) and record["train"]["n_groups"] == len(train)
+        assert set(record["val"]["groups"]) == val
+        assert group_overlap(grouped.split_record["groups"]) == {"train|val": 0}
+        assert grouped.split_record["carved"]["val"]["by"] == "label and group"
+        assert "test" not in record, "the official test/ folder is not grouped (ids restart per split)"
+
+
+def test_normal2_prefix_is_kept_apart_from_plain_im_ids():
+    names = ["train/NORMAL/IM-0001-0001.jpeg", "train/NORMAL/NORMAL2-IM-0001-0001.jpeg",
+             "train/PNEUMONIA/person12_virus_3.jpeg", "train/NORMAL/IM-0429-0001-0002.jpeg"]
+    keys = [re.search(KERMANY_REGEX, n).group(1) for n in names]
+    assert keys == ["IM-0001", "NORMAL2-IM-0001", "person12", "IM-0429"], keys
+
+
+def test_group_split_is_disjoint_stratified_and_seeded():
+    labels = np.repeat([0, 1], 100)
+    groups = np.array([f"p{i // 4}" for i in range(200)], dtype=object)  # 4 images per patient
+    kept, carved = group_split(labels, groups, 0.2, seed=3)
+    assert not set(groups[kept]) & set(groups[carved]), "a patient on both sides"
+    assert len(carved) == 40 and np.bincount(labels[carved]).tolist() == [20, 20], np.bincount(labels[carved])
+    again = group_split(labels, groups, 0.2, seed=3)[1]
+    other = group_split(labels, groups, 0.2, seed=4)[1]
+    assert np.array_equal(carved, again) and not np.array_equal(carved, other), "seeded"
+
+
+def test_too_few_groups_to_stratify_fails():
+    labels = np.array([0] * 20 + [1] * 20)
+    groups = np.array(["a"] * 20 + [f"p{i}" for i in range(20)], dtype=object)  # class 0: one patient
+    with pytest.raises(TLError, match="class 0 has 1 groups, need at least 10"):
+        group_split(labels, groups, 0.1, seed=0)
+
+
+def test_regex_without_capture_group_or_matching_nothing_fails_naming_a_file(kermany_subset: Path):
+    with pytest.raises(TLError, match=r"no capture group.*IM-0115-0001\.jpeg") as info:
+        load_image_folder(kermany_subset, 16, groups=r"person\d+")
+    assert r"person\d+" in str(info.value)
+    with pytest.raises(TLError, match=r"matches no file; a file name here: train/NORMAL/IM-0115-0001\.jpeg"):
+        load_image_folder(kermany_subset, 16, groups=r"(patient\d+)")
+
+
+def test_groups_csv_missing_and_unknown_files_are_counted(kermany_subset: Path):
+    train = sorted(str(p.relative_to(kermany_subset)) for p in (kermany_subset / "train").rglob("*.jpeg"))
+    rows = [f"{f},{re.search(KERMANY_REGEX, f).group(1)}" for f in train[:-2]] + ["train/NORMAL/gone.jpeg,x"]
+    (kermany_subset / "groups.csv").write_text("file,group\n" + "\n".join(rows) + "\n")
+    with pytest.raises(TLError, match="2 of 60 files have no group .* and 1 rows name unknown files"):
+        load_image_folder(kermany_subset, 16)
+    rows = rows[:-1] + [f"{f},{re.search(KERMANY_REGEX, f).group(1)}" for f in train[-2:]]
+    (kermany_subset / "groups.csv").write_text("file,group\n" + "\n".join(rows) + "\n")
+    arrays = load_image_folder(kermany_subset, 16)
+    assert arrays.split_record["groups"]["source"] == "groups.csv"
+    assert not _patients(arrays.names["train"]) & _patients(arrays.names["val"])
+
+
+def test_grouped_and_ungrouped_carves_have_their_own_cache_entries(kermany_subset: Path, tl_cache_dir: Path):
+    plain = load_dataset(str(kermany_subset), 16, seed=0)
+    grouped = load_dataset(str(kermany_subset), 16, seed=0, groups=KERMANY_REGEX)
+    assert plain.fingerprint != grouped.fingerprint, "the feature cache keys on this fingerprint"
+    assert len(list((tl_cache_dir / "decoded").glob("kermany-*.npz"))) == 2
+    again = load_dataset(str(kermany_subset), 16, seed=0, groups=KERMANY_REGEX)
+    assert again.names["val"] == grouped.names["val"] and "groups" in again.split_record
+    assert not _patients(again.names["train"]) & _patients(again.names["val"])
+
+
+def test_npz_names_are_grouped_for_the_record(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, ids in (("train", ["00000001_000", "00000001_001", "00000002_000"]),
+                       ("val", ["00000003_000"]), ("test", ["00000002_001", "00000004_000"])):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (len(ids), 8, 8), dtype=np.uint8)
+        arrays[f"{split}_labels"] = np.arange(len(ids))[:, None] % 2
+        arrays[f"{split}_names"] = np.array([f"{i}.png" for i in ids])
+    np.savez(tmp_path / "nih.npz", **arrays)
+    loaded = load_npz_splits(tmp_path / "nih.npz", groups=r"^(\d{8})_")
+    assert group_overlap(loaded.split_record["groups"]) == {"train|val": 0, "train|test": 1, "val|test": 0}
+
+
+def test_search_cli_bad_regex_is_one_line_exit_2_and_no_folder(kermany_subset: Path, tmp_path: Path):
+    space = tmp_path / "space.py"
+    space.write_text(f"DATASET = {str(kermany_subset)!r}\nGROUPS = r'IM-\\d+'\n")
+    proc = subprocess.run([sys.executable, "-m", "tl.search", str(space), "--storage", str(tmp_path / "res"),
+                           "--name", "bad"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --groups 'IM-\\d+' has no capture group"), lines
+    assert not (tmp_path / "res" / "bad").exists()
