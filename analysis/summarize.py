@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -161,6 +162,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = write_outputs(summary, out)
     except AnalysisError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug, not bad input: still one line; TL_DEBUG=1 shows the traceback
+        if os.environ.get("TL_DEBUG"):
+            raise
+        where = exc.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        at = f" at {Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}" if where else ""
+        print(f"error: unexpected {type(exc).__name__}{at}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(a bug; rerun with TL_DEBUG=1 for the traceback and report it)", file=sys.stderr)
         return 1
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -190,8 +190,9 @@ def seed_repeats(table: pd.DataFrame, config_columns: Sequence[str],
     merged = merged.dropna(subset=["test_acc"])
     if merged.empty or not keys:
         return pd.DataFrame()
-    # Config values can be NaN (a key absent in some trials); compare them as text.
-    signature = merged[keys].astype(str).agg("|".join, axis=1)
+    # Config values can be NaN or None (a key absent or null, e.g. data_dir without --data-dir);
+    # compare them as text. pandas 3's astype(str) keeps NaN a float, so format each cell.
+    signature = merged[keys].map(str).agg("|".join, axis=1)
     shown = [c for c in GROUP_COLUMNS + KEY_HYPERPARAMETERS if c in keys]
     rows = []
     for _, group in merged.groupby(signature, sort=False):

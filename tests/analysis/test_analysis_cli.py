@@ -146,3 +146,17 @@ def test_multiclass_without_backbone_column(builder, capsys):
     assert "test_sensitivity" not in summary.table.columns, "sensitivity is for two classes only"
     assert all(len(c) == 3 for c in summary.roc.values()), "one-vs-rest ROC per class"
     assert main([str(exp.path)]) == 0, capsys.readouterr().err
+
+
+def test_unexpected_exception_is_one_error_line_not_a_traceback(builder, monkeypatch, capsys):
+    exp = builder("bug")
+    exp.trial("b9b90001", HEALTHY, test_acc=0.9)
+
+    def broken(*args, **kwargs):
+        raise TypeError("sequence item 3: expected str instance, float found")
+
+    monkeypatch.setattr("analysis.summarize.build_summary", broken)
+    assert main([str(exp.path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unexpected TypeError at test_analysis_cli.py:"), err
+    assert "TL_DEBUG=1" in err[0]

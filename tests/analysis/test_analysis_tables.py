@@ -112,3 +112,16 @@ def test_rank_breaks_val_acc_ties_by_val_loss_then_trial_id():
     assert list(ranked["trial"]) == ["dddd0004", "bbbb0002", "cccc0003", "aaaa0001"]
     by_loss = rank_trials(tied, "best_val_loss", "min")
     assert list(by_loss["trial"]) == ["bbbb0002", "cccc0003", "aaaa0001", "dddd0004"]
+
+
+def test_seed_repeats_with_a_config_value_missing_everywhere(builder):
+    """Regression: ``--dataset PATH`` without ``--data-dir`` leaves data_dir null in every trial;
+    pandas 3's ``astype(str)`` kept it NaN and the signature join raised TypeError."""
+    exp_dir = builder()
+    for i, acc in enumerate([0.80, 0.90]):
+        exp_dir.trial(f"b6b6000{i}", HEALTHY, test_acc=acc, seed=i, data_dir=None)
+    exp_dir.trial("b6b60009", HEALTHY, test_acc=0.5, seed=0, lr=0.1, data_dir=None)
+    exp = load_experiments([exp_dir.path])
+    seeds = seed_repeats(trial_table(exp), exp.config_columns, exp.trials)
+    assert len(seeds) == 1 and seeds.iloc[0]["n_seeds"] == 2, seeds
+    assert seeds.iloc[0]["test_acc_mean"] == pytest.approx(0.85)
