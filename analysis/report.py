@@ -18,6 +18,7 @@ from analysis.diagnostics import precedence_text, thresholds_frame
 from analysis.formatting import format_frame, format_value, markdown_table
 from analysis.stats import CI_LEVEL
 from analysis.summary import Summary
+from tl.choice import rule_text
 
 FIGURES = {
     "curves_top": "Loss and accuracy per epoch of the top trials (train dashed, val solid)",
@@ -79,8 +80,8 @@ def _chosen_section(summary: Summary) -> Section:
     if summary.chosen.empty:
         return Section(title, ["No trial saved test predictions: nothing was tested."], [], [])
     return Section(title, [
-        f"The best trial by {summary.metric} among trials tested at the end of their epochs: the "
-        "model this search hands you, chosen on validation only. Its test accuracy and AUC carry "
+        f"The top trial of Table 1 by the rule of choice (best {summary.metric} among trials tested "
+        "at the end of their epochs): the model this search hands you, chosen on validation only. Its test accuracy and AUC carry "
         f"{int(CI_LEVEL * 100)}% percentile bootstrap intervals (test images resampled, seeded)."],
         [("", chosen_table(summary.chosen))], [])
 
@@ -98,9 +99,9 @@ def _overview(summary: Summary) -> Section:
         f"classes {', '.join(summary.class_names) or 'unknown'}, split sizes "
         f"{dataset.get('split_sizes', 'unknown')}.",
         f"{len(exp.trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
-        f"Trials are ranked by their best {summary.metric} ({summary.mode}) over the reported "
-        "epochs: the trainable tests the best-by-val weights, so that is the model the test "
-        "figures describe. Test metrics never rank or select anything.",
+        f"Rule of choice (the one tl.search prints its trial by): {rule_text(summary.metric, summary.mode)}. "
+        "The trainable tests the best-by-val weights, so that is the model the test figures "
+        "describe. Test metrics never rank or select anything.",
     ]
     paragraphs += [f"Note: {n}" for n in summary.notes]
     return Section("Overview", paragraphs, [], [])

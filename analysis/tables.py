@@ -1,8 +1,10 @@
 """Per-trial table (Table 1), best trial per group, and repeated-seed summaries.
 
-Trials are ranked by the best value of the experiment's metric (``tl_search.json``:
-``metric``/``mode``) over their reported epochs: the trainable tests the best-by-val weights, so
-that is the model the test figures describe. Test metrics never rank anything.
+Trials are ranked by :func:`tl.choice.rank_trials`, the rule ``tl.search`` picks its trial by:
+tested trials first, then the best value of the experiment's metric (``tl_search.json``:
+``metric``/``mode``) over their reported epochs (the trainable tests the best-by-val weights, so
+that is the model the test figures describe), then the lower val loss, then the trial id. Test
+metrics never rank anything; whether a trial was tested only says it ran to the end.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.load import STOPPED, UNKNOWN, Experiment
+from tl.choice import rank_trials  # the one rule of choice, shared with tl.search
+
+__all__ = ["rank_trials", "trial_table", "best_per_group", "seed_repeats", "rank_column",
+           "final_column", "check_group_by", "group_members", "epochs_run_counts", "curves_by_trial"]
 
 GROUP_COLUMNS = ("backbone", "freeze", "weights")
 KEY_HYPERPARAMETERS = ("lr", "batch_size", "weight_decay", "image_size", "epochs")
@@ -116,21 +122,6 @@ def trial_table(exp: Experiment) -> pd.DataFrame:
     if table["experiment"].nunique() == 1:
         table = table.drop(columns="experiment")
     return table
-
-
-TIE_BREAK = "best_val_loss"
-
-
-def rank_trials(table: pd.DataFrame, column: str, mode: str) -> pd.DataFrame:
-    """Return ``table`` sorted best-first by ``column`` (``mode`` max or min), NaN last.
-
-    Val accuracy ties often (it counts images), so equal values go to the lower best val loss,
-    then to the trial id: the same rule ``tl.search`` uses for the trial it prints.
-    """
-    keys = [column] + ([TIE_BREAK] if TIE_BREAK in table.columns and column != TIE_BREAK else []) + ["trial"]
-    ascending = [mode == "min"] + [True] * (len(keys) - 1)
-    return table.sort_values(keys, ascending=ascending, na_position="last",
-                             kind="mergesort").reset_index(drop=True)
 
 
 def check_group_by(table: pd.DataFrame, group_by: Sequence[str]) -> list[str]:

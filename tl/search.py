@@ -223,26 +223,31 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def chosen_trial(results, metric: str, mode: str):
-    """Return the Result a user walks away with, by the rule ``analysis.summarize`` applies.
+    """Return (the Result a user walks away with, its best ``metric``), or (None, None).
 
-    Only trials that ran to the end were tested, so they are preferred; among them the best
-    ``metric`` over all epochs wins, ties (val accuracy counts images) go to the lowest val loss,
-    then to the trial id. Untested trials are ranked only when no trial was tested.
+    The rule is :func:`tl.choice.rank_trials`, the one ``analysis.summarize`` ranks Table 1 and
+    the chosen model by; errored trials and trials that never reported ``metric`` are left out.
     """
-    ranked = []
-    for result in results:
+    import numpy as np
+    import pandas as pd
+
+    from tl.choice import rank_trials
+
+    rows, by_trial = [], {}
+    for i, result in enumerate(results):
         frame = result.metrics_dataframe
         if result.error or frame is None or metric not in frame or frame[metric].dropna().empty:
             continue
-        best = frame[metric].max() if mode == "max" else frame[metric].min()
-        loss = frame["val_loss"].min() if "val_loss" in frame else float("inf")
-        tested = "test_acc" in frame and frame["test_acc"].notna().any()
-        trial_id = str(frame["trial_id"].dropna().iloc[-1]) if "trial_id" in frame else ""
-        ranked.append(((not tested, -best if mode == "max" else best, loss, trial_id), best, result))
-    if not ranked:
+        trial = str(frame["trial_id"].dropna().iloc[-1]) if "trial_id" in frame else f"{i:08d}"
+        test = frame["test_acc"].dropna() if "test_acc" in frame else pd.Series(dtype=float)
+        rows.append({"trial": trial, "best": frame[metric].max() if mode == "max" else frame[metric].min(),
+                     "best_val_loss": frame["val_loss"].min() if "val_loss" in frame else np.nan,
+                     "test_acc": test.iloc[-1] if len(test) else np.nan})
+        by_trial[trial] = result
+    if not rows:
         return None, None
-    _, best, result = min(ranked, key=lambda row: row[0])
-    return result, best
+    top = rank_trials(pd.DataFrame(rows), "best", mode).iloc[0]
+    return by_trial[top["trial"]], float(top["best"])
 
 
 def _print_outcome(results, space: SearchSpace, where: str) -> int:
