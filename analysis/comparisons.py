@@ -32,8 +32,13 @@ def compare_trials(pred_a: Predictions, pred_b: Predictions, *, n_resamples: int
                    seed: int = SEED) -> dict:
     """Return accuracies, A - B difference with bootstrap CI, and McNemar counts and p-value.
 
-    A pair whose test labels differ is not the same test split: only a note is returned.
+    A pair whose test fingerprints (images, labels, file list) or test labels differ is not the
+    same test split: only a one-line note is returned. Carved test splits of different seeds
+    can have equal label vectors and different images, so labels alone cannot tell.
     """
+    if pred_a.fingerprint and pred_b.fingerprint and pred_a.fingerprint != pred_b.fingerprint:
+        return {"note": f"test fingerprints differ ({pred_a.fingerprint} vs {pred_b.fingerprint}): "
+                        "not the same test images, not compared"}
     if not np.array_equal(pred_a.labels, pred_b.labels):  # also False for different shapes
         return {"note": "test labels differ: not the same test split, not compared"}
     ca, cb = pred_a.correct, pred_b.correct

@@ -50,6 +50,7 @@ class Predictions(NamedTuple):
 
     probs: np.ndarray  # (N, C) softmax probabilities
     labels: np.ndarray  # (N,) true class indices
+    fingerprint: str = ""  # test images + labels (+ file list): equal means the same test split
 
     @property
     def correct(self) -> np.ndarray:
@@ -146,6 +147,7 @@ def read_predictions(path: Path) -> Predictions:
         with np.load(path) as data:
             probs = np.asarray(data["probs"], dtype=np.float64)
             labels = np.asarray(data["labels"]).astype(np.int64).reshape(-1)
+            fingerprint = str(data["test_fingerprint"]) if "test_fingerprint" in data.files else ""
     except (OSError, ValueError, KeyError) as exc:
         raise AnalysisError(f"{path}: unreadable test predictions ({exc})") from exc
     if probs.ndim != 2 or probs.shape[0] != labels.shape[0] or probs.shape[1] < 2:
@@ -154,7 +156,7 @@ def read_predictions(path: Path) -> Predictions:
         )
     if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
         raise AnalysisError(f"{path}: labels must be in [0, {probs.shape[1] - 1}]")
-    return Predictions(probs, labels)
+    return Predictions(probs, labels, fingerprint)
 
 
 def read_error(trial_dir: Path) -> str | None:
@@ -227,6 +229,8 @@ def _load_trial(
     if pred_file is not None:
         try:
             predictions = read_predictions(pred_file)
+            if not predictions.fingerprint:  # saved before trials stored it: the experiment's own
+                predictions = predictions._replace(fingerprint=_test_fingerprint(meta))
         except AnalysisError as exc:
             notes.append(f"trial {trial_id}: {exc}")
     elif status == COMPLETED:
@@ -278,6 +282,8 @@ def load_experiments(paths: Sequence[Path]) -> Experiment:
     for name, path in zip(names, resolved):
         trials, curves, preds, one_meta, one_notes, keys = _load_one(path)
         trials["experiment"] = name
+        if meta:
+            _note_other_test_split(meta, one_meta, names[0], name, notes)
         if not meta:
             meta = one_meta
         elif (one_meta["metric"], one_meta["mode"]) != (meta["metric"], meta["mode"]):
@@ -302,6 +308,19 @@ def load_experiments(paths: Sequence[Path]) -> Experiment:
                             f"({len(trials)} trial folder(s), statuses: "
                             f"{', '.join(sorted(set(trials['status'])))})")
     return Experiment(frame, trials, predictions, meta, config_columns, notes)
+
+
+def _test_fingerprint(meta: dict) -> str:
+    dataset = meta.get("dataset")
+    return str(dataset.get("test_fingerprint") or "") if isinstance(dataset, dict) else ""
+
+
+def _note_other_test_split(first: dict, other: dict, first_name: str, name: str, notes: list[str]) -> None:
+    """Say once when two merged experiments were tested on different test splits."""
+    a, b = _test_fingerprint(first), _test_fingerprint(other)
+    if a and b and a != b:
+        notes.append(f"{name} was tested on another test split than {first_name} (test fingerprint "
+                     f"{b} vs {a}): paired comparisons across them are refused")
 
 
 def _tidy_frame(trials: pd.DataFrame, curves: list[pd.DataFrame],

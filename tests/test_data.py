@@ -228,3 +228,13 @@ def test_decoded_imagefolder_is_cached_and_reread(xray_subset: Path, tl_cache_di
         np.testing.assert_array_equal(second.labels[split], first.labels[split], err_msg=split)
     assert second.class_names == first.class_names
     assert second.split_record == first.split_record, "the split record survives the cache"
+
+
+def test_test_fingerprint_tells_carved_test_splits_of_two_seeds_apart(tmp_path: Path, data_dir: Path):
+    """Both carves hold the same label counts; only images (and file names) differ."""
+    root = tmp_path / "bare"
+    _copy_subset(data_dir / "chest_xray" / "train", root, 10)
+    a, again, b = (load_image_folder(root, 8, seed=s) for s in (0, 0, 1))
+    assert np.array_equal(np.sort(a.labels["test"]), np.sort(b.labels["test"])), "same label counts"
+    assert a.test_fingerprint == again.test_fingerprint, "the same split, the same fingerprint"
+    assert a.test_fingerprint != b.test_fingerprint, "another seed carves other test images"

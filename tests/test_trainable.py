@@ -84,6 +84,7 @@ def test_last_epoch_reports_test_metrics_from_the_best_val_weights(reference_run
     assert probs.shape == (SUBSET["test"], 2), probs.shape
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5, err_msg="softmax rows sum to 1")
     np.testing.assert_array_equal(labels, pneumonia.labels["test"], err_msg="labels are the test labels, in order")
+    assert str(preds["test_fingerprint"]) == pneumonia.test_fingerprint, "saved with the test split's identity"
     assert last["test_acc"] == pytest.approx(float((probs.argmax(1) == labels).mean())), \
         "test_acc agrees with the saved predictions"
     # The predictions come from the weights val chose: re-evaluate them independently.

@@ -80,7 +80,7 @@ def test_chosen_model_is_picked_on_val_with_intervals_on_test(builder):
     assert row["test_acc"] == pytest.approx(0.8) and row["acc_low"] < 0.8 < row["acc_high"]
     assert 0.02 < (row["acc_high"] - row["acc_low"]) / 2 < 0.08, "about 1.96 * sqrt(0.16 / 200) = 0.055"
     assert row["auc_low"] <= row["test_auc"] <= row["auc_high"]
-    probs, labels = exp.predictions["a6a60011"]
+    probs, labels = exp.predictions["a6a60011"][:2]
     predicted = probs.argmax(1)
     assert row["sensitivity"] == pytest.approx((predicted[labels == 1] == 1).mean())
     assert row["specificity"] == pytest.approx((predicted[labels == 0] == 0).mean())
@@ -91,3 +91,32 @@ def test_no_tested_trial_means_no_chosen_model(builder):
     exp_dir.trial("a6a60021", HEALTHY, epochs_run=3)
     exp = load_experiments([exp_dir.path])
     assert chosen_model(trial_table(exp), exp.predictions, "best_val_acc", "max").empty
+
+
+def test_same_labels_but_different_test_fingerprints_are_refused():
+    """Carved test splits of two seeds: equal label vectors, other images."""
+    probs = np.tile([0.2, 0.8], (len(LABELS), 1))
+    a, b = Predictions(probs, LABELS, "aaaa1111"), Predictions(probs, LABELS, "bbbb2222")
+    refused = compare_trials(a, b, n_resamples=10)
+    assert set(refused) == {"note"} and "test fingerprints differ (aaaa1111 vs bbbb2222)" in refused["note"]
+    assert compare_trials(a, a._replace(fingerprint="aaaa1111"), n_resamples=10)["n"] == len(LABELS)
+
+
+def test_experiments_with_other_test_splits_are_noted_and_not_compared(builder):
+    """Old predictions carry no fingerprint: the experiment's tl_search.json supplies it."""
+    import json
+
+    exps = []
+    for name, fingerprint, freeze in (("seed0", "f0f0f0f0", "none"), ("seed1", "f1f1f1f1", "backbone")):
+        exp = builder(name)
+        meta = json.loads((exp.path / "tl_search.json").read_text())
+        meta["dataset"]["test_fingerprint"] = fingerprint
+        (exp.path / "tl_search.json").write_text(json.dumps(meta))
+        exp.trial(f"d{name[-1]}d{name[-1]}0001", HEALTHY, test_acc=0.85, freeze=freeze)
+        exps.append(exp.path)
+    loaded = load_experiments(exps)
+    assert any("tested on another test split" in n and "f1f1f1f1 vs f0f0f0f0" in n for n in loaded.notes), loaded.notes
+    table = trial_table(loaded)
+    rows = paired_comparisons(table, loaded.predictions, "best_val_acc", "max", n_resamples=10)
+    row = rows[rows["family"] == "fine-tune vs fixed extractor"].iloc[0]
+    assert "test fingerprints differ" in row["note"] and np.isnan(row["diff"]), dict(row)
