@@ -206,3 +206,20 @@ def plot_confusion(matrices: Mapping[str, np.ndarray], class_names: Sequence[str
         ax.set(xlabel="predicted", ylabel="true", title=_short(trial))
     return fig
 
+
+
+def plot_duplicate_pairs(audits: Sequence) -> Figure:
+    """Thumbnails of the closest cross-split pairs each audit kept: one row per pair, side by side."""
+    rows = [(a.experiment, a.pairs, i) for a in audits for i in range(len(a.pairs.get("thumb_a", [])))]
+    fig = Figure(figsize=(4.4, 2.2 * max(1, len(rows))), dpi=DPI)
+    for r, (experiment, pairs, i) in enumerate(rows):
+        split_a, split_b = str(pairs["pair"][i]).split("|")
+        kind = "exact" if bool(pairs["exact"][i]) else f"{int(pairs['distance'][i])} bits"
+        for c, (split, key) in enumerate(((split_a, "a"), (split_b, "b"))):
+            ax = fig.add_subplot(max(1, len(rows)), 2, 2 * r + c + 1)
+            ax.imshow(pairs[f"thumb_{key}"][i], cmap="gray", vmin=0, vmax=255)
+            name = str(pairs[f"name_{key}"][i]) if f"name_{key}" in pairs else ""
+            ax.set_title(_short(f"{split} {kind} {name}".strip(), 34), fontsize=7)
+            ax.set_axis_off()
+    fig.tight_layout()
+    return fig

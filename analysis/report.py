@@ -29,6 +29,7 @@ FIGURES = {
     "importance": "Hyperparameter importance",
     "roc": "ROC curves on the test split of the best trials",
     "confusion": "Confusion matrices on the test split of the best trials",
+    "duplicate_pairs": "Closest cross-split image pairs the split audit found (left: first split)",
 }
 TOP_COLUMNS = ["trial", "experiment", "backbone", "freeze", "weights", "lr", "batch_size",
                "epochs_run", "status", "best_val_acc", "test_acc", "test_auc", "wall_time_s",
@@ -107,6 +108,24 @@ def _overview(summary: Summary) -> Section:
     return Section("Overview", paragraphs, [], [])
 
 
+def _audit_section(summary: Summary) -> Section:
+    title = "Split audit"
+    if not summary.audits:
+        return Section(title, ["No split audit recorded (the search predates it)."], [], [])
+    paragraphs = [
+        "Before Ray started, the search compared the splits every trial saw: exact duplicates are "
+        "images with identical decoded pixels in two splits; near duplicates (not exact) have "
+        "perceptual hashes within the threshold, which survives re-encoding and slight resizing; "
+        "groups in both counts patients (groups) found in two splits, unknown without a grouping. "
+        "A duplicate or shared patient across train and val inflates val; across train and test, "
+        "test.", *[f"{a.experiment}: {a.method}." for a in summary.audits]]
+    paragraphs += [f"Warning ({a.experiment}): {a.warning}" for a in summary.audits if a.warning]
+    counts = pd.concat([a.counts for a in summary.audits], ignore_index=True)
+    if counts["experiment"].nunique() == 1:
+        counts = counts.drop(columns="experiment")
+    return Section(title, paragraphs, [("", format_frame(counts))], ["duplicate_pairs"])
+
+
 def _comparisons_section(comparisons: pd.DataFrame) -> Section:
     title = "Paired comparisons on the test split"
     if comparisons.empty:
@@ -132,6 +151,7 @@ def report_sections(summary: Summary) -> list[Section]:
                 "value reflects a smaller budget)." if not importance.note else importance.note)
     return [
         _overview(summary),
+        _audit_section(summary),
         _chosen_section(summary),
         Section(f"Top {len(summary.top)} trials", [], [("", top_table(summary))], ["curves_top"]),
         Section("Table 1: every trial", [

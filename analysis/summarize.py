@@ -67,6 +67,8 @@ def draw_figures(summary: Summary) -> dict[str, bytes]:
     }
     if len(summary.importance.frame):
         figures["importance"] = plots.plot_importance(summary.importance)
+    if any(len(a.pairs.get("thumb_a", [])) for a in summary.audits):
+        figures["duplicate_pairs"] = plots.plot_duplicate_pairs(summary.audits)
     if summary.roc:
         figures["roc"] = plots.plot_roc(summary.roc)
         figures["confusion"] = plots.plot_confusion(summary.confusion, summary.class_names)
@@ -84,6 +86,8 @@ def _write_frames(summary: Summary, out: Path) -> list[Path]:
               "diagnostics": summary.diagnostics}
     if len(summary.seeds):
         frames["seeds"] = summary.seeds
+    if summary.audits:
+        frames["split_audit"] = pd.concat([a.counts for a in summary.audits], ignore_index=True)
     written = []
     for name, frame in frames.items():
         frame.to_csv(out / f"{name}.csv", index=False)
@@ -138,6 +142,11 @@ def print_summary(summary: Summary, written: Sequence[Path]) -> None:
         if len(summary.seeds):
             print("\nRepeated seeds (test accuracy mean and sample std):")
             print(format_frame(summary.seeds).to_string(index=False))
+    for audit in summary.audits:
+        print(f"\nSplit audit of {audit.experiment} ({audit.method}):")
+        print(format_frame(audit.counts.drop(columns="experiment")).to_string(index=False))
+        if audit.warning:
+            print(f"warning: {audit.warning}")
     importance = summary.importance
     print(f"\nHyperparameter importance: {importance.note or importance.method}")
     if len(importance.frame):

@@ -8,6 +8,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.audit import SplitAudit, read_split_audits
 from analysis.classification import RocCurve, confusion_matrix, roc_curves
 from analysis.comparisons import chosen_model, paired_comparisons
 from analysis.diagnostics import diagnose_trials
@@ -43,6 +44,7 @@ class Summary(NamedTuple):
     class_names: list[str]
     group_trials: dict[str, list[str]]
     notes: list[str]
+    audits: list[SplitAudit]  # split audit per experiment that recorded one
 
 
 def _class_names(exp: Experiment) -> list[str]:
@@ -103,4 +105,5 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
         confusion={t: confusion_matrix(exp.predictions[t]) for t in with_predictions},
         class_names=class_names, group_trials=group_members(table, group_by),
         notes=list(exp.notes),
+        audits=read_split_audits(paths),
     )

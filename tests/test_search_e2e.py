@@ -110,3 +110,18 @@ def test_grid_sampler_runs_every_combination_once(tmp_path, data_dir):
     for t in trials:
         assert t["params"]["lr"] == 0.003 and t["params"]["seed"] == 0, t["params"]
         assert len(t["rows"]) == 3, f"{t['dir'].name}: grace period 3 = max epochs, no trial may stop early"
+
+
+def test_search_records_split_audit_and_test_fingerprint(smoke_experiment):
+    """Issue 12: the audit ran before Ray (PneumoniaMNIST: 10 exact train/val pairs, measured),
+    and every saved prediction carries the test split's fingerprint from tl_search.json."""
+    meta = json.loads((smoke_experiment / "tl_search.json").read_text())
+    audit = meta["split_audit"]
+    assert audit["exact_duplicates"] == {"train|val": 10, "train|test": 0, "val|test": 0}, audit
+    assert audit["group_overlap"] is None and (smoke_experiment / "split_audit.npz").is_file()
+    printed = (smoke_experiment.parent / "search_stdout.txt").read_text()
+    assert "split audit" in printed and printed.index("split audit") < printed.index("best trial by")
+    fingerprint = meta["dataset"]["test_fingerprint"]
+    saved = [str(np.load(t["dir"] / "test_predictions.npz")["test_fingerprint"])
+             for t in _trials(smoke_experiment) if (t["dir"] / "test_predictions.npz").is_file()]
+    assert saved and set(saved) == {fingerprint}, (saved, fingerprint)

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from tl.audit import AUDIT_FILE, audit_lines, audit_splits, save_pairs
 from tl.data import load_dataset, resolve_dataset_path
 from tl.errors import TLError
 from tl.space import SAMPLERS, SearchSpace, SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points
@@ -170,6 +171,9 @@ def run_search(args: argparse.Namespace) -> int:
     batch_sizes = space.params.get("batch_size", [space.fixed.get("batch_size", 64)])
     if isinstance(batch_sizes, list) and min(batch_sizes) > len(first.labels["train"]):
         raise TLError(f"batch_size {min(batch_sizes)} is larger than the training set ({len(first.labels['train'])} images)")
+    audit, audit_pairs = audit_splits(first.images, names=first.names, groups=first.split_record.get("groups"))
+    for line in audit_lines(audit):
+        print(f"[tl.search] {line}")
     weights, missing = preflight(space.weight_pairs(), args.offline)
     _drop_missing(space, missing, args.offline)
     if space.sampler == "grid":
@@ -196,8 +200,9 @@ def run_search(args: argparse.Namespace) -> int:
             (exp_dir / SEARCH_FILE).write_text(json.dumps({
                 "space_file": str(args.space), "space": space.echo(), "args": vars(args),
                 "metric": space.metric, "mode": space.mode, "max_epochs": space.max_epochs,
-                "num_samples": space.num_samples, "dataset": first.describe(),
+                "num_samples": space.num_samples, "dataset": first.describe(), "split_audit": audit,
                 "started": dt.datetime.now().isoformat(timespec="seconds")}, indent=1, default=str))
+            save_pairs(exp_dir / AUDIT_FILE, audit_pairs)  # thumbnails of duplicate pairs, for the report
         # Grid points replace samples of param_space, so it must hold every key they set.
         param_space = grid_configs(space)[0] if space.sampler == "grid" else None
         tuner = tune.Tuner(

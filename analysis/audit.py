@@ -1,0 +1,68 @@
+"""The split audit a search recorded: counts from ``tl_search.json`` (``split_audit``) and the
+duplicate pairs' thumbnails from ``split_audit.npz``, both written by ``tl.search`` before Ray
+started. Reading only; the report draws them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.experiments import SEARCH_FILE
+
+AUDIT_FILE = "split_audit.npz"
+COLUMNS = ["experiment", "splits", "exact duplicate pairs", "near duplicate pairs",
+           "images with exact duplicate", "images with near duplicate", "groups in both"]
+
+
+class SplitAudit(NamedTuple):
+    """The audit of one experiment's splits."""
+
+    experiment: str
+    counts: pd.DataFrame  # one row per pair of splits (COLUMNS)
+    method: str  # e.g. "dHash 256-bit, near = Hamming distance <= 8 bits, took 0.9 s"
+    warning: str | None
+    grouped: bool
+    pairs: dict[str, np.ndarray]  # thumb_a, thumb_b, pair, distance, exact (+ name_a, name_b)
+
+
+def _counts(name: str, record: dict) -> pd.DataFrame:
+    overlap = record.get("group_overlap") or {}
+    rows = [{"experiment": name, "splits": pair.replace("|", " / "),
+             "exact duplicate pairs": record["exact_duplicates"].get(pair, 0),
+             "near duplicate pairs": record.get("near_duplicates", {}).get(pair, 0),
+             "images with exact duplicate": record.get("images_with_exact_duplicate", {}).get(pair, np.nan),
+             "images with near duplicate": record.get("images_with_near_duplicate", {}).get(pair, np.nan),
+             "groups in both": overlap.get(pair, np.nan) if record.get("group_overlap") is not None else "unknown"}
+            for pair in record["exact_duplicates"]]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _pairs(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError):
+        return {}
+
+
+def read_split_audits(paths: Sequence[Path]) -> list[SplitAudit]:
+    """Return the audit of each experiment that recorded one (searches before it did not)."""
+    audits = []
+    for path in paths:
+        try:
+            meta = json.loads((Path(path) / SEARCH_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        record = meta.get("split_audit") if isinstance(meta, dict) else None
+        if not isinstance(record, dict) or "exact_duplicates" not in record:
+            continue
+        method = (f"{record.get('hash', 'perceptual hash')}, near = Hamming distance <= "
+                  f"{record.get('near_threshold_bits')} bits, took {record.get('seconds', float('nan')):.1f} s")
+        audits.append(SplitAudit(Path(path).name, _counts(Path(path).name, record), method,
+                                 record.get("warning"), record.get("group_overlap") is not None,
+                                 _pairs(Path(path) / AUDIT_FILE)))
+    return audits
