@@ -29,14 +29,21 @@ class SplitAudit(NamedTuple):
     pairs: dict[str, np.ndarray]  # thumb_a, thumb_b, pair, distance, exact (+ name_a, name_b)
 
 
+def _shared_groups(record: dict, pair: str) -> str:
+    """Text, not a number: "unknown" (no grouping) and "not grouped" (an official split) are not 0."""
+    overlap = record.get("group_overlap")
+    if overlap is None:
+        return "unknown"
+    return str(overlap[pair]) if pair in overlap else "not grouped"
+
+
 def _counts(name: str, record: dict) -> pd.DataFrame:
-    overlap = record.get("group_overlap") or {}
     rows = [{"experiment": name, "splits": pair.replace("|", " / "),
              "exact duplicate pairs": record["exact_duplicates"].get(pair, 0),
              "near duplicate pairs": record.get("near_duplicates", {}).get(pair, 0),
              "images with exact duplicate": record.get("images_with_exact_duplicate", {}).get(pair, np.nan),
              "images with near duplicate": record.get("images_with_near_duplicate", {}).get(pair, np.nan),
-             "groups in both": overlap.get(pair, np.nan) if record.get("group_overlap") is not None else "unknown"}
+             "groups in both": _shared_groups(record, pair)}
             for pair in record["exact_duplicates"]]
     return pd.DataFrame(rows, columns=COLUMNS)
 

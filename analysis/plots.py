@@ -219,7 +219,7 @@ def plot_duplicate_pairs(audits: Sequence) -> Figure:
             ax = fig.add_subplot(max(1, len(rows)), 2, 2 * r + c + 1)
             ax.imshow(pairs[f"thumb_{key}"][i], cmap="gray", vmin=0, vmax=255)
             name = str(pairs[f"name_{key}"][i]) if f"name_{key}" in pairs else ""
-            ax.set_title(_short(f"{split} {kind} {name}".strip(), 34), fontsize=7)
+            ax.set_title(f"{split} ({kind})\n{_short(name, 34)}".strip(), fontsize=7)
             ax.set_axis_off()
     fig.tight_layout()
     return fig
