@@ -26,6 +26,7 @@ class SplitAudit(NamedTuple):
     method: str  # e.g. "dHash 256-bit, near = Hamming distance <= 8 bits, took 0.9 s"
     warning: str | None
     grouped: bool
+    grouping: str | None  # how images were grouped and how many groups each split holds
     pairs: dict[str, np.ndarray]  # thumb_a, thumb_b, pair, distance, exact (+ name_a, name_b)
 
 
@@ -46,6 +47,19 @@ def _counts(name: str, record: dict) -> pd.DataFrame:
              "groups in both": _shared_groups(record, pair)}
             for pair in record["exact_duplicates"]]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _grouping(meta: dict) -> str | None:
+    dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    split = dataset.get("split") if isinstance(dataset.get("split"), dict) else {}
+    groups = split.get("groups")
+    if not isinstance(groups, dict) or not isinstance(groups.get("splits"), dict):
+        return None
+    per_split = ", ".join(f"{s} {g.get('n_groups', '?'):,} groups / {g.get('n_images', '?'):,} images"
+                          for s, g in groups["splits"].items())
+    unmatched = groups.get("unmatched_files") or 0
+    return (f"grouped by {groups.get('source', '?')}: {per_split}"
+            + (f"; {unmatched} files matched no group and stand alone" if unmatched else ""))
 
 
 def _pairs(path: Path) -> dict[str, np.ndarray]:
@@ -71,5 +85,5 @@ def read_split_audits(paths: Sequence[Path]) -> list[SplitAudit]:
                   f"{record.get('near_threshold_bits')} bits, took {record.get('seconds', float('nan')):.1f} s")
         audits.append(SplitAudit(Path(path).name, _counts(Path(path).name, record), method,
                                  record.get("warning"), record.get("group_overlap") is not None,
-                                 _pairs(Path(path) / AUDIT_FILE)))
+                                 _grouping(meta), _pairs(Path(path) / AUDIT_FILE)))
     return audits

@@ -119,6 +119,7 @@ def _audit_section(summary: Summary) -> Section:
         "groups in both counts patients (groups) found in two splits, unknown without a grouping. "
         "A duplicate or shared patient across train and val inflates val; across train and test, "
         "test.", *[f"{a.experiment}: {a.method}." for a in summary.audits]]
+    paragraphs += [f"{a.experiment}: {a.grouping}." for a in summary.audits if a.grouping]
     paragraphs += [f"Warning ({a.experiment}): {a.warning}" for a in summary.audits if a.warning]
     counts = pd.concat([a.counts for a in summary.audits], ignore_index=True)
     if counts["experiment"].nunique() == 1:

@@ -238,3 +238,5 @@ def test_test_fingerprint_tells_carved_test_splits_of_two_seeds_apart(tmp_path: 
     assert np.array_equal(np.sort(a.labels["test"]), np.sort(b.labels["test"])), "same label counts"
     assert a.test_fingerprint == again.test_fingerprint, "the same split, the same fingerprint"
     assert a.test_fingerprint != b.test_fingerprint, "another seed carves other test images"
+    assert load_image_folder(root, 16, seed=0).test_fingerprint == a.test_fingerprint, \
+        "the same files decoded at another size are the same test split"

@@ -167,6 +167,8 @@ def run_search(args: argparse.Namespace) -> int:
     loaded = {size: load_dataset(space.dataset, size, args.data_dir, offline=args.offline, seed=args.seed or 0,
                                  skip_bad=args.skip_bad_images, groups=space.groups) for size in sizes}
     datasets = {size: loaded.get(size, loaded[sizes[0]]) for size in space.image_sizes()}
+    for arrays in loaded.values():  # computed once here, it travels to the trials with the arrays
+        arrays.test_fingerprint  # noqa: B018
     first = next(iter(datasets.values()))
     batch_sizes = space.params.get("batch_size", [space.fixed.get("batch_size", 64)])
     if isinstance(batch_sizes, list) and min(batch_sizes) > len(first.labels["train"]):

@@ -22,6 +22,8 @@ def test_split_audit_section_shows_counts_warning_and_pairs(builder, capsys):
     names = {"train": [f"train/person{i // 2}_virus_{i}.jpeg" for i in range(30)]}
     record, pairs = audit_splits({"train": train, "val": train[:0], "test": test}, names=names)
     meta = json.loads((exp.path / "tl_search.json").read_text())
+    meta["dataset"]["split"] = {"groups": {"source": "regex (p\\d+)", "unmatched_files": 2,
+                                           "splits": {"train": {"n_groups": 15, "n_images": 30}}}}
     (exp.path / "tl_search.json").write_text(json.dumps({**meta, "split_audit": record}))
     save_pairs(exp.path / AUDIT_FILE, pairs)
 
@@ -34,6 +36,7 @@ def test_split_audit_section_shows_counts_warning_and_pairs(builder, capsys):
     md = (exp.path / "summary" / "summary.md").read_text()
     section = md.split("## Split audit")[1].split("\n## ")[0]
     assert "Warning" in section and "--groups" in section, section
+    assert "train 15 groups / 30 images; 2 files matched no group" in section, section
     assert "duplicate_pairs.png" in section and (exp.path / "summary" / "duplicate_pairs.png").is_file()
     assert "Split audit" in (exp.path / "summary" / "report.html").read_text()
 
