@@ -131,3 +131,13 @@ def test_search_cli_bad_regex_is_one_line_exit_2_and_no_folder(kermany_subset: P
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --groups 'IM-\\d+' has no capture group"), lines
     assert not (tmp_path / "res" / "bad").exists()
+
+
+def test_bare_folder_carves_test_and_val_each_patient_disjoint(kermany_subset: Path):
+    root = kermany_subset / "train"  # bare CLASS/ folders: test and val are both carved
+    arrays = load_image_folder(root, 16, seed=2, groups=KERMANY_REGEX)
+    patients = {s: _patients(arrays.names[s]) for s in ("train", "val", "test")}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not patients[a] & patients[b], f"{a} and {b} share {sorted(patients[a] & patients[b])}"
+    assert group_overlap(arrays.split_record["groups"]) == {"train|val": 0, "train|test": 0, "val|test": 0}
+    assert sum(len(arrays.labels[s]) for s in ("train", "val", "test")) == 2 * N_TRAIN

@@ -318,7 +318,8 @@ def load_image_folder(root: Path, image_size: int, val_fraction: float = 0.1,
         if bad:
             skipped[split] = bad
     if pool:
-        record["groups"] = groups_record(pool, grouping["source"], grouping["unmatched"])
+        ordered = {s: pool[s] for s in SPLITS if s in pool}
+        record["groups"] = groups_record(ordered, grouping["source"], grouping["unmatched"])
     if skipped:
         record["skipped_bad_images"] = skipped
         print(f"[tl.data] skipped {sum(map(len, skipped.values()))} unreadable images: "
