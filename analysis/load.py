@@ -50,7 +50,7 @@ class Predictions(NamedTuple):
 
     probs: np.ndarray  # (N, C) softmax probabilities
     labels: np.ndarray  # (N,) true class indices
-    fingerprint: str = ""  # test images + labels (+ file list): equal means the same test split
+    fingerprint: str = ""  # tl's test_fingerprint: equal means the same test split ("" unknown)
 
     @property
     def correct(self) -> np.ndarray:
@@ -284,9 +284,9 @@ def load_experiments(paths: Sequence[Path]) -> Experiment:
         trials["experiment"] = name
         if meta:
             _note_other_test_split(meta, one_meta, names[0], name, notes)
-        if not meta:
+        else:
             meta = one_meta
-        elif (one_meta["metric"], one_meta["mode"]) != (meta["metric"], meta["mode"]):
+        if (one_meta["metric"], one_meta["mode"]) != (meta["metric"], meta["mode"]):
             notes.append(f"{name}: metric {one_meta['metric']} ({one_meta['mode']}) differs "
                          f"from {meta['metric']} ({meta['mode']}) of the first experiment; "
                          "using the first")

@@ -45,10 +45,11 @@ def test_distinct_images_are_far_apart_and_a_copy_is_at_zero():
 
 
 def test_group_overlap_counts_shared_patients():
-    groups = {"source": "regex", "splits": {"train": {"groups": ["p1", "p2", "p3"]},
-                                            "val": {"groups": ["p3", "p4"]}, "test": {"groups": ["p9"]}}}
+    groups = {"source": "regex", "unmatched_files": 2, "splits": {
+        "train": {"groups": ["p1", "p2", "p3"]}, "val": {"groups": ["p3", "p4"]}, "test": {"groups": ["p9"]}}}
     record, _ = audit_splits(_splits(), groups=groups)
     assert record["group_overlap"] == {"train|val": 1, "train|test": 0, "val|test": 0}
+    assert "train|val 1" in audit_lines(record)[1] and "2 files matched no group" in audit_lines(record)[1]
 
 
 def test_warning_when_names_carry_ids_and_no_grouping():

@@ -141,6 +141,7 @@ def audit_splits(images: dict[str, np.ndarray], *, names: dict[str, list[str]] |
         order = np.lexsort((dist, ~exact))  # exact first, then the closest
         examples += [(key, int(ia[k]), int(ib[k]), int(dist[k]), bool(exact[k])) for k in order[:MAX_EXAMPLES]]
     record["group_overlap"] = group_overlap(groups)
+    record["unmatched_files"] = int(groups.get("unmatched_files", 0)) if groups else None
     record["warning"] = patient_id_warning(names) if names and not groups else None
     examples = sorted(examples, key=lambda e: (not e[4], e[3]))[:MAX_EXAMPLES]
     pairs = {"pair": np.array([e[0] for e in examples]), "index_a": np.array([e[1] for e in examples], dtype=np.int64),
@@ -172,8 +173,9 @@ def audit_lines(record: dict) -> list[str]:
              f"{fmt(record['exact_duplicates'])}; near duplicates ({record['hash']}, <= {record['near_threshold_bits']} bits, "
              f"not exact): {fmt(record['near_duplicates'])}"]
     overlap = record["group_overlap"]
-    lines.append("  groups in two splits: " + (fmt(overlap) if overlap is not None
-                                              else "unknown (no grouping given)"))
+    unmatched = record.get("unmatched_files") or 0
+    lines.append("  groups in two splits: " + (fmt(overlap) if overlap is not None else "unknown (no grouping given)")
+                 + (f"; {unmatched:,} files matched no group and stand alone" if unmatched else ""))
     if record.get("warning"):
         lines.append(f"  warning: {record['warning']}")
     return lines
