@@ -98,7 +98,9 @@ def _overview(summary: Summary) -> Section:
             exp.trials.groupby("experiment", sort=False)["trial_dir"].first().items()) + ".",
         f"Dataset: {dataset.get('name', 'unknown')}, task {dataset.get('task', 'unknown')}, "
         f"classes {', '.join(summary.class_names) or 'unknown'}, split sizes "
-        f"{dataset.get('split_sizes', 'unknown')}.",
+        f"{dataset.get('split_sizes', 'unknown')}"
+        + (f", test split fingerprint {dataset['test_fingerprint']} (paired comparisons need equal ones)"
+           if dataset.get("test_fingerprint") else "") + ".",
         f"{len(exp.trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
         f"Rule of choice (the one tl.search prints its trial by): {rule_text(summary.metric, summary.mode)}. "
         "The trainable tests the best-by-val weights, so that is the model the test figures "
