@@ -42,3 +42,33 @@ def rank_trials(table: pd.DataFrame, column: str, mode: str) -> pd.DataFrame:
     ascending = [True, True, mode == "min"] + [True] * (len(keys) - 3)
     ranked = keyed.sort_values(keys, ascending=ascending, na_position="last", kind="mergesort")
     return ranked.drop(columns=["_no_value", "_untested"]).reset_index(drop=True)
+
+
+RECIPE_RULE = ("the recipe with the best mean {metric} over its seeds ({mode}); ties go to the lower "
+               "mean best val loss, then to the lower recipe id (the better search rank)")
+
+
+def recipe_rule_text(metric: str, mode: str) -> str:
+    """Return the finalists' rule of choice in one clause, for the report and the console."""
+    return RECIPE_RULE.format(metric=metric, mode=mode)
+
+
+def rank_recipes(table: pd.DataFrame, column: str, mode: str) -> pd.DataFrame:
+    """Return ``table`` (one row per finalist recipe) sorted best-first: the winner on top.
+
+    Keys in order: rows with a value in ``column`` first; ``column`` (``mode`` max or min, a mean
+    over seeds); the lower ``val_loss_mean`` when present; the ``recipe_id``.
+
+    Args:
+        table: needs ``recipe_id`` and ``column``; ``val_loss_mean`` is used if present.
+        column: the mean val metric over seeds, e.g. ``val_mean``.
+        mode: ``max`` or ``min``.
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be max or min, got {mode!r}")
+    keyed = table.assign(_no_value=table[column].isna())
+    keys = ["_no_value", column] + (["val_loss_mean"] if "val_loss_mean" in table.columns
+                                    and column != "val_loss_mean" else []) + ["recipe_id"]
+    ascending = [True, mode == "min"] + [True] * (len(keys) - 2)
+    ranked = keyed.sort_values(keys, ascending=ascending, na_position="last", kind="mergesort")
+    return ranked.drop(columns="_no_value").reset_index(drop=True)

@@ -37,6 +37,8 @@ SPACE_KEYS = {
     "START_WITH": "list of known-good recipes (dicts of parameters) the sampler tries first",
     "GROUPS": "regex whose first capture group is the patient (group) id in each file's path; "
               "carved splits are then disjoint by group",
+    "FINALISTS": "after the search, re-train the top K tested recipes for their full epochs over seeds (None: off)",
+    "FINALIST_SEEDS": "seeds per finalist recipe, none of them the search's (default 3)",
 }
 DISTRIBUTIONS = ("loguniform", "uniform", "int")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
@@ -63,6 +65,8 @@ class SearchSpace:
     max_failures: int = 2
     start_with: list = field(default_factory=list)
     groups: str | None = None
+    finalists: int | None = None
+    finalist_seeds: int = 3
 
     def weight_pairs(self) -> list[tuple[str, str]]:
         return [(b, w) for b, ws in self.backbones.items() for w in ws]
@@ -186,6 +190,10 @@ def validate_space(space: SearchSpace) -> None:
             raise _fail(p, "START_WITH", f"{point!r} is not in BACKBONES")
     if space.groups is not None and (not isinstance(space.groups, str) or not space.groups):
         raise _fail(p, "GROUPS", f"must be a regex string with a capture group, got {space.groups!r}")
+    for key in ("finalists", "finalist_seeds"):
+        value = getattr(space, key)
+        if not (key == "finalists" and value is None) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise _fail(p, key.upper(), f"must be an integer >= 1{' or None' * (key == 'finalists')}, got {value!r}")
     if space.cpus_per_trial <= 0 or space.gpus_per_trial < 0:
         raise _fail(p, "CPUS_PER_TRIAL", "CPUs must be > 0 and GPUs >= 0")
 
