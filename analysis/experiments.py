@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.errors import AnalysisError
+from tl.finalists import FINALIST_DIR  # pure module: the folder name has one home
 
 SEARCH_FILE = "tl_search.json"
 TRIAL_MARKER = "params.json"

@@ -2,7 +2,8 @@
 
 Per trial folder (Ray Tune's layout): ``params.json`` (flat config), ``result.json`` (one JSON
 line per reported epoch; ``progress.csv`` as fallback), ``error.txt`` if the trial failed and
-``test_predictions.npz`` (in the folder or its newest ``checkpoint_*/``).
+``test_predictions.npz`` (in the folder or its newest ``checkpoint_*/``). Trials of the finalist
+stage sit one level down, in ``finalists/``; their ``stage`` column says ``finalist``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.experiments import (
+    FINALIST_DIR,
     SEARCH_FILE,
     check_experiment_dir,
     read_ray_statuses,
@@ -239,7 +241,8 @@ def _load_trial(
     info = {
         "experiment": experiment, "trial_id": trial_id, "status": status,
         "ray_status": ray_status,
-        "epochs_run": len(results), "error": error, "trial_dir": str(trial_dir), **params,
+        "epochs_run": len(results), "error": error, "trial_dir": str(trial_dir),
+        "stage": "search", **params,  # a finalist trial's params.json says stage "finalist"
     }
     return info, list(params), results, predictions
 
@@ -252,6 +255,10 @@ def _load_one(
     if not dirs:
         raise AnalysisError(f"{path} has no trials yet (no subfolder with params.json)")
     statuses = read_ray_statuses(path)
+    stage_dir = path / FINALIST_DIR  # the finalist stage's own Tuner folder, when there is one
+    if stage_dir.is_dir():
+        dirs += trial_dirs(stage_dir)
+        statuses.update(read_ray_statuses(stage_dir))
     infos, curves, predictions, config_keys = [], [], {}, []
     for trial_dir in dirs:
         info, keys, results, pred = _load_trial(trial_dir, path.name, statuses, meta, notes)

@@ -15,6 +15,7 @@ from typing import Mapping, NamedTuple
 import pandas as pd
 
 from analysis.diagnostics import precedence_text, thresholds_frame
+from analysis.finalists import finalist_lines
 from analysis.formatting import format_frame, format_value, markdown_table
 from analysis.stats import CI_LEVEL
 from analysis.summary import Summary
@@ -80,11 +81,27 @@ def _chosen_section(summary: Summary) -> Section:
     title = "The chosen model"
     if summary.chosen.empty:
         return Section(title, ["No trial saved test predictions: nothing was tested."], [], [])
-    return Section(title, [
+    section = Section(title, [
         f"The top trial of Table 1 by the rule of choice (best {summary.metric} among trials tested "
         "at the end of their epochs): the model this search hands you, chosen on validation only. Its test accuracy and AUC carry "
         f"{int(CI_LEVEL * 100)}% percentile bootstrap intervals (test images resampled, seeded)."],
         [("", chosen_table(summary.chosen))], [])
+    if summary.finalists is not None:  # the search's single pick is not the last word then
+        section.paragraphs.append("This search also re-trained its best recipes over seeds: the recipe "
+                                  "to trust is the winner in Finalists, below.")
+    return section
+
+
+def _finalists_section(summary: Summary) -> Section:
+    """The finalist stage: protocol, the printed lines of tl.search, per-recipe and ensemble tables."""
+    fin = summary.finalists
+    tables = [("Per recipe, winner first (val and test over the seeds that ran all their epochs)",
+               format_frame(fin.recipes.drop(columns="trials")))]
+    if len(fin.ensemble):
+        tables.append(("The winner's seed ensemble (mean of its seeds' test probabilities)",
+                       format_frame(fin.ensemble)))
+    lines = [line.strip() for line in finalist_lines(fin)]
+    return Section("Finalists", [fin.protocol, *lines, *[f"Note: {n}" for n in fin.notes]], tables, [])
 
 
 def _overview(summary: Summary) -> Section:
@@ -152,10 +169,12 @@ def report_sections(summary: Summary) -> list[Section]:
     imp_text = (f"{importance.method}. Computed on {importance.n_trials} completed trials, "
                 f"target = final {summary.metric}; ASHA-stopped trials are left out (their final "
                 "value reflects a smaller budget)." if not importance.note else importance.note)
+    finalists = [_finalists_section(summary)] if summary.finalists is not None else []
     return [
         _overview(summary),
         _audit_section(summary),
         _chosen_section(summary),
+        *finalists,
         Section(f"Top {len(summary.top)} trials", [], [("", top_table(summary))], ["curves_top"]),
         Section("Table 1: every trial", [
             "best val loss epoch is k/N: the epoch of the lowest val loss out of N epochs run. "

@@ -3,7 +3,8 @@
     python -m analysis.summarize [EXPERIMENT_DIR ...] [--out DIR] [--group-by COLS] [--top K]
 
 Writes summary.csv (tidy trial x epoch frame; summary.parquet too when pyarrow imports),
-trials.csv, groups.csv, comparisons.csv, chosen.csv, diagnostics.csv, PNG figures, summary.md and a
+trials.csv, groups.csv, comparisons.csv, chosen.csv, diagnostics.csv (finalists.csv,
+finalist_trials.csv and finalist_ensemble.csv after a finalist stage), PNG figures, summary.md and a
 self-contained report.html into --out, and prints the best tables.
 """
 
@@ -21,6 +22,7 @@ import pandas as pd
 from analysis import plots
 from analysis.errors import AnalysisError
 from analysis.experiments import newest_experiment
+from analysis.finalists import finalist_lines
 from analysis.formatting import format_frame
 from analysis.report import (
     chosen_table, comparisons_table, render_html, render_markdown, report_sections, top_table,
@@ -86,6 +88,9 @@ def _write_frames(summary: Summary, out: Path) -> list[Path]:
               "diagnostics": summary.diagnostics}
     if len(summary.seeds):
         frames["seeds"] = summary.seeds
+    if summary.finalists is not None:  # per recipe (winner first), per finalist trial, the ensemble
+        frames.update(finalists=summary.finalists.recipes, finalist_trials=summary.finalists.runs,
+                      finalist_ensemble=summary.finalists.ensemble)
     if summary.audits:
         frames["split_audit"] = pd.concat([a.counts for a in summary.audits], ignore_index=True)
     written = []
@@ -142,6 +147,9 @@ def print_summary(summary: Summary, written: Sequence[Path]) -> None:
         if len(summary.seeds):
             print("\nRepeated seeds (test accuracy mean and sample std):")
             print(format_frame(summary.seeds).to_string(index=False))
+    if summary.finalists is not None:
+        print(f"\n{summary.finalists.protocol}")
+        print("\n".join(finalist_lines(summary.finalists)))
     for audit in summary.audits:
         print(f"\nSplit audit of {audit.experiment} ({audit.method}):")
         print(format_frame(audit.counts.drop(columns="experiment")).to_string(index=False))

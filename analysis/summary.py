@@ -13,6 +13,7 @@ from analysis.classification import RocCurve, confusion_matrix, roc_curves
 from analysis.comparisons import chosen_model, paired_comparisons
 from analysis.diagnostics import diagnose_trials
 from analysis.errors import AnalysisError
+from analysis.finalists import Finalists, build_finalists, split_stages
 from analysis.importance import Importance, param_importances
 from analysis.load import Experiment, load_experiments
 from analysis.stats import N_RESAMPLES, SEED
@@ -45,6 +46,7 @@ class Summary(NamedTuple):
     group_trials: dict[str, list[str]]
     notes: list[str]
     audits: list[SplitAudit]  # split audit per experiment that recorded one
+    finalists: Finalists | None = None  # the finalist stage over seeds, when the search ran one
 
 
 def _class_names(exp: Experiment) -> list[str]:
@@ -72,7 +74,7 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
     """
     if top < 1:
         raise AnalysisError(f"--top must be at least 1, got {top}")
-    exp = load_experiments(paths)
+    exp, finalist_exp = split_stages(load_experiments(paths))  # Table 1 ranks search trials only
     metric, mode = str(exp.meta["metric"]), str(exp.meta["mode"])
     if metric not in exp.frame.columns:
         raise AnalysisError(f"the search metric {metric!r} is in no result row; reported "
@@ -106,4 +108,6 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
         class_names=class_names, group_trials=group_members(table, group_by),
         notes=list(exp.notes),
         audits=read_split_audits(paths),
+        finalists=build_finalists(finalist_exp, n_resamples=n_resamples, seed=seed)
+        if finalist_exp is not None else None,
     )

@@ -1,0 +1,186 @@
+"""The finalist stage read back from an experiment: each recipe's val mean ± std over seeds, the
+winner, its test mean ± std and its seed ensemble's test figures with bootstrap intervals.
+
+Computing only; the report draws it and ``tl.search`` prints :func:`finalist_lines` of the same
+result, so the console and the report cannot disagree. Aggregation and the rule of choice are
+``tl.finalists`` and ``tl.choice`` (pure modules).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from analysis.classification import macro_auc
+from analysis.load import Experiment, Predictions
+from analysis.stats import CI_LEVEL, N_RESAMPLES, SEED, bootstrap_interval
+from analysis.tables import rank_column, trial_table
+from tl.choice import recipe_rule_text
+from tl.finalists import RECIPE_KEY, SOURCE_KEY, STAGE, STAGE_KEY, recipe_summary, seed_ensemble
+
+FINALIST_KEYS = (STAGE_KEY, RECIPE_KEY, SOURCE_KEY)
+RECIPE_COLUMNS = ("backbone", "weights", "freeze", "lr", "batch_size", "weight_decay", "image_size", "epochs")
+# (name, statistic of (probs, labels) on resampled rows); sensitivity/specificity for two classes.
+ENSEMBLE_STATS = {
+    "test_acc": lambda p, y: float((p.argmax(1) == y).mean()),
+    "test_auc": lambda p, y: macro_auc(Predictions(p, y)),
+    "test_sensitivity": lambda p, y: float((p.argmax(1)[y == 1] == 1).mean()) if (y == 1).any() else np.nan,
+    "test_specificity": lambda p, y: float((p.argmax(1)[y == 0] == 0).mean()) if (y == 0).any() else np.nan,
+}
+
+SHORT_NAMES = {"test_acc": "acc", "test_auc": "AUC", "test_sensitivity": "sensitivity",
+               "test_specificity": "specificity"}
+
+
+class Finalists(NamedTuple):
+    """The finalist stage of one experiment, computed."""
+
+    runs: pd.DataFrame  # one row per finalist trial: recipe_id, seed, status, epochs, val and test figures
+    recipes: pd.DataFrame  # one row per recipe, winner first (tl.finalists.recipe_summary + its config)
+    ensemble: pd.DataFrame  # the winner's seed ensemble: one row of test figures with intervals, or none
+    protocol: str  # the selection protocol in one sentence
+    metric: str
+    notes: list[str]
+
+
+def split_stages(exp: Experiment) -> tuple[Experiment, Experiment | None]:
+    """Return (the search's trials, the finalist stage's trials or None) of one loaded experiment.
+
+    Finalist trials are re-runs of search recipes with new seeds; ranking them beside the search
+    trials would count a recipe several times, so Table 1 and everything else gets the search part.
+    """
+    if STAGE_KEY not in exp.trials.columns or not exp.trials[STAGE_KEY].eq(STAGE).any():
+        return exp, None
+    final = exp.trials[STAGE_KEY].eq(STAGE)
+
+    def part(mask: pd.Series, config_columns: list[str]) -> Experiment:
+        trials = exp.trials[mask].reset_index(drop=True)
+        keys = set(trials["trial"])
+        frame = exp.frame[exp.frame["trial"].isin(keys)].reset_index(drop=True)
+        return exp._replace(trials=trials, frame=frame, config_columns=config_columns,
+                            predictions={k: v for k, v in exp.predictions.items() if k in keys})
+
+    search_columns = [c for c in exp.config_columns if c not in FINALIST_KEYS]
+    search = part(~final, search_columns)
+    search = search._replace(frame=search.frame.drop(columns=[c for c in (RECIPE_KEY, SOURCE_KEY)
+                                                              if c in search.frame.columns]),
+                             trials=search.trials.drop(columns=[c for c in (RECIPE_KEY, SOURCE_KEY)
+                                                                if c in search.trials.columns]))
+    return search, part(final, list(exp.config_columns))
+
+
+def finalist_runs(exp: Experiment) -> pd.DataFrame:
+    """Return one row per finalist trial: its recipe, seed, status, epochs and val/test figures."""
+    table = trial_table(exp)
+    keep = ["trial", "epochs_run", "status", rank_column(exp.meta["metric"]), "best_val_loss", "test_acc", "test_auc"]
+    config = [c for c in (RECIPE_KEY, "seed", SOURCE_KEY, *RECIPE_COLUMNS) if c in exp.trials.columns]
+    runs = exp.trials[["trial", *config]].merge(table[[c for c in keep if c in table.columns]], on="trial")
+    runs[RECIPE_KEY] = pd.to_numeric(runs[RECIPE_KEY], errors="coerce").astype(int)
+    return runs.sort_values([RECIPE_KEY, "seed"], kind="mergesort").reset_index(drop=True)
+
+
+def ensemble_figures(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict:
+    """Return each test statistic of ``pred`` with its percentile bootstrap interval.
+
+    Keys ``test_acc``, ``test_acc_low``, ``test_acc_high``, likewise ``test_auc`` and, for two
+    classes, ``test_sensitivity`` and ``test_specificity``; ``n`` the test images.
+    """
+    out: dict = {"n": len(pred.labels)}
+    for name, stat in ENSEMBLE_STATS.items():
+        if name in ("test_sensitivity", "test_specificity") and pred.probs.shape[1] != 2:
+            continue
+        ci = bootstrap_interval(lambda idx: stat(pred.probs[idx], pred.labels[idx]), len(pred.labels),
+                                n_resamples=n_resamples, seed=seed)
+        out.update({name: ci.value, f"{name}_low": ci.low, f"{name}_high": ci.high})
+    return out
+
+
+def _winner_ensemble(runs: pd.DataFrame, winner: int, predictions: dict[str, Predictions], *,
+                     n_resamples: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
+    mine = runs[(runs[RECIPE_KEY] == winner) & runs["test_acc"].notna()]
+    saved = [predictions[t] for t in mine["trial"] if t in predictions]
+    try:
+        probs, labels = seed_ensemble([p.probs for p in saved], [p.labels for p in saved],
+                                      [p.fingerprint for p in saved])
+    except ValueError as exc:
+        return pd.DataFrame(), [f"winner's seed ensemble: {exc}"]
+    fingerprint = next((p.fingerprint for p in saved if p.fingerprint), "")
+    row = {RECIPE_KEY: winner, "n_seeds": len(saved), "test_fingerprint": fingerprint,
+           **ensemble_figures(Predictions(probs, labels, fingerprint), n_resamples=n_resamples, seed=seed)}
+    return pd.DataFrame([row]), []
+
+
+def protocol_text(meta: dict, runs: pd.DataFrame, metric: str, mode: str) -> str:
+    """Return the selection protocol in one sentence, from ``tl_search.json``'s ``finalists`` record."""
+    plan = meta.get("finalists") if isinstance(meta.get("finalists"), dict) else {}
+    k = plan.get("k", runs[RECIPE_KEY].nunique())
+    seeds = plan.get("seeds") or sorted(runs["seed"].dropna().astype(int).unique())
+    tested = plan.get("candidates")
+    pool = f"the {k} best of {tested} tested search trials" if tested is not None else f"the {k} best tested search trials"
+    return (f"Finalists: {pool} by the rule of choice ({metric}, validation only) were re-trained for their full "
+            f"epochs without early stopping, with seeds {', '.join(map(str, seeds))} (none the search used); "
+            f"the winner is {recipe_rule_text(metric, mode)}, and test figures never select.")
+
+
+def build_finalists(exp: Experiment, *, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> Finalists:
+    """Compute the finalist stage of ``exp`` (its finalist part, see :func:`split_stages`)."""
+    metric, mode = str(exp.meta["metric"]), str(exp.meta["mode"])
+    notes = []
+    if exp.trials["experiment"].nunique() > 1:
+        first = exp.trials["experiment"].iloc[0]
+        notes.append(f"finalists of several experiments: showing {first}'s")
+        exp = exp._replace(trials=exp.trials[exp.trials["experiment"] == first].reset_index(drop=True))
+    runs = finalist_runs(exp)
+    recipes = recipe_summary(runs, rank_column(metric), mode)
+    config = runs.drop_duplicates(RECIPE_KEY)[[c for c in (RECIPE_KEY, SOURCE_KEY, *RECIPE_COLUMNS) if c in runs]]
+    recipes = recipes.merge(config, on=RECIPE_KEY, how="left")
+    recipes = recipes[[RECIPE_KEY, *[c for c in config.columns if c != RECIPE_KEY],
+                       *[c for c in recipes.columns if c not in config.columns]]]
+    short = [f"recipe {r}: {n} of {len(runs[runs[RECIPE_KEY] == r])} seeds ran all their epochs"
+             for r, n in zip(recipes[RECIPE_KEY], recipes["n_seeds"]) if n < len(runs[runs[RECIPE_KEY] == r])]
+    notes += short
+    ensemble = pd.DataFrame()
+    if len(recipes) and recipes["winner"].iloc[0]:
+        ensemble, more = _winner_ensemble(runs, int(recipes[RECIPE_KEY].iloc[0]), exp.predictions,
+                                          n_resamples=n_resamples, seed=seed)
+        notes += more
+    return Finalists(runs, recipes, ensemble, protocol_text(exp.meta, runs, metric, mode), metric, notes)
+
+
+def _mean_std(mean: float, std: float, n: int) -> str:
+    if pd.isna(mean):
+        return "-"
+    spread = f" ± {std:.4f}" if pd.notna(std) else " (one seed)"
+    return f"{mean:.4f}{spread} over {n} seed{'' if n == 1 else 's'}"
+
+
+def _interval(row: pd.Series, name: str) -> str:
+    return f"{row[name]:.4f} [{row[name + '_low']:.4f}, {row[name + '_high']:.4f}]"
+
+
+def finalist_lines(fin: Finalists) -> list[str]:
+    """Return the finalist stage as console lines (indented ones belong to the line above).
+
+    One line per recipe (val mean ± std), the winner with its test mean ± std over seeds, and
+    the seed ensemble's test figures with their bootstrap intervals.
+    """
+    lines = []
+    for _, r in fin.recipes.iterrows():
+        what = " ".join(str(r[c]) for c in ("backbone", "weights", "freeze") if c in r and pd.notna(r[c]))
+        lr = f" lr={r['lr']:.3g}" if "lr" in r and pd.notna(r["lr"]) else ""
+        lines.append(f"  recipe {r[RECIPE_KEY]} (search trial {r.get(SOURCE_KEY, '?')}: {what}{lr}): "
+                     f"{fin.metric} {_mean_std(r['val_mean'], r['val_std'], r['n_seeds'])}")
+    if not len(fin.recipes) or not fin.recipes["winner"].iloc[0]:
+        return [*lines, "finalist winner: none (no finalist ran all its epochs)"]
+    w = fin.recipes.iloc[0]
+    lines.append(f"finalist winner: recipe {w[RECIPE_KEY]} (best mean {fin.metric}); test acc "
+                 f"{_mean_std(w['test_acc_mean'], w['test_acc_std'], w['n_seeds'])}")
+    if len(fin.ensemble):
+        e = fin.ensemble.iloc[0]
+        figures = [f"{SHORT_NAMES[name]} {_interval(e, name)}" for name in ENSEMBLE_STATS
+                   if name in e and pd.notna(e[name])]
+        lines.append(f"  seed ensemble (mean probabilities of {e['n_seeds']} seeds, {e['n']} test images, "
+                     f"{int(CI_LEVEL * 100)}% bootstrap CI): " + ", ".join(figures))
+    return lines
