@@ -16,6 +16,8 @@ from pathlib import Path
 from tl.audit import AUDIT_FILE, audit_lines, audit_splits, save_pairs
 from tl.data import load_dataset, resolve_dataset_path
 from tl.errors import TLError
+from tl.finalist_stage import run_finalist_stage
+from tl.finalists import parse_count
 from tl.space import SAMPLERS, SearchSpace, SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points
 from tl.trainable import train_transfer
 from tl.weights import preflight
@@ -51,7 +53,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster to join (env RAY_ADDRESS); local Ray otherwise")
     g.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (torch threads follow)")
     g.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share one GPU")
+    _add_finalist_args(p)
     return p
+
+
+def _add_finalist_args(p: argparse.ArgumentParser) -> None:
+    # Strings, checked by tl.finalists.parse_count: bad values get one error: line, like every other input.
+    g = p.add_argument_group("finalists over seeds")
+    g.add_argument("--finalists", metavar="K", help="after the search, re-train the top K tested recipes for their "
+                                                    "full epochs, no early stopping (overrides the file's FINALISTS)")
+    g.add_argument("--finalist-seeds", metavar="S", help="seeds per finalist, none the search used "
+                                                         "(default: the file's FINALIST_SEEDS, else 3)")
+
+
+def _with_finalist_args(space: SearchSpace, args: argparse.Namespace) -> SearchSpace:
+    """Apply --finalists / --finalist-seeds over the file's FINALISTS / FINALIST_SEEDS."""
+    if args.finalists is not None:
+        space.finalists = parse_count("--finalists", args.finalists)
+    if args.finalist_seeds is not None:
+        space.finalist_seeds = parse_count("--finalist-seeds", args.finalist_seeds)
+    return space
 
 
 def _space_from_args(args: argparse.Namespace) -> SearchSpace:
@@ -69,7 +90,7 @@ def _space_from_args(args: argparse.Namespace) -> SearchSpace:
     pinned = any(pin.startswith("seed=") for pin in pins)
     if not pinned and (args.seed is not None or "seed" not in space.params):
         pins.append(f"seed={args.seed or 0}")
-    return apply_overrides(space, pins)
+    return _with_finalist_args(apply_overrides(space, pins), args)
 
 
 def _drop_missing(space: SearchSpace, missing: dict, offline: bool) -> None:
@@ -226,7 +247,11 @@ def run_search(args: argparse.Namespace) -> int:
                                                         checkpoint_score_order=space.mode),
                 failure_config=tune.FailureConfig(max_failures=space.max_failures)))
     results = tuner.fit()
-    return _print_outcome(results, space, f"{storage}/{name}")
+    status = _print_outcome(results, space, f"{storage}/{name}")
+    if status == 0 and space.finalists:
+        status = run_finalist_stage(trainable, results, ranked_results(results, space.metric, space.mode), space,
+                                    f"{storage}/{name}", exp_dir, SEARCH_FILE)
+    return status
 
 
 def chosen_trial(results, metric: str, mode: str):
@@ -234,6 +259,16 @@ def chosen_trial(results, metric: str, mode: str):
 
     The rule is :func:`tl.choice.rank_trials`, the one ``analysis.summarize`` ranks Table 1 and
     the chosen model by; errored trials and trials that never reported ``metric`` are left out.
+    """
+    ranked = ranked_results(results, metric, mode)
+    return (ranked[0][1], ranked[0][2]) if ranked else (None, None)
+
+
+def ranked_results(results, metric: str, mode: str) -> list[tuple[str, object, float, bool]]:
+    """Return (trial id, Result, best ``metric``, tested) per trial, best first by :func:`tl.choice.rank_trials`.
+
+    Errored trials and trials that never reported ``metric`` are left out; the finalists are
+    the top tested ones.
     """
     import numpy as np
     import pandas as pd
@@ -252,9 +287,9 @@ def chosen_trial(results, metric: str, mode: str):
                      "test_acc": test.iloc[-1] if len(test) else np.nan})
         by_trial[trial] = result
     if not rows:
-        return None, None
-    top = rank_trials(pd.DataFrame(rows), "best", mode).iloc[0]
-    return by_trial[top["trial"]], float(top["best"])
+        return []
+    ranked = rank_trials(pd.DataFrame(rows), "best", mode)
+    return [(t, by_trial[t], float(b), bool(pd.notna(a))) for t, b, a in zip(ranked["trial"], ranked["best"], ranked["test_acc"])]
 
 
 def _print_outcome(results, space: SearchSpace, where: str) -> int:

@@ -1,0 +1,129 @@
+"""The finalist stage on Ray: after the search, re-train its top K tested recipes with S new seeds.
+
+It runs through the search's own trainable, as a second Tuner named ``finalists`` inside the
+experiment folder: Ray's generator gets the K x S configs as points, and the FIFO scheduler lets
+every trial run all its epochs. ``--resume`` restores that Tuner when it exists (finished trials
+kept, unfinished ones continued from their checkpoints), so no finalist runs twice.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tl.finalists import FINALIST_DIR, RECIPE_KEY, finalist_configs, finalist_seeds
+
+PLAN_KEY = "finalists"  # the plan's record in tl_search.json
+
+
+def plan_finalists(results, ranked: list, k: int, n_seeds: int) -> tuple[list[dict], dict, list[str]]:
+    """Return (trial configs, the plan to record, lines to print) for the top ``k`` tested trials.
+
+    Args:
+        results: every search Result (their seeds are the ones finalists must not reuse).
+        ranked: ``tl.search.ranked_results``: (trial id, Result, best val, tested), best first.
+        k, n_seeds: recipes and seeds per recipe asked for; fewer recipes when fewer were tested.
+    """
+    tested = [(trial, result, best) for trial, result, best, was_tested in ranked if was_tested]
+    chosen = tested[:k]
+    lines = []
+    if len(chosen) < k:
+        lines.append(f"--finalists {k}: only {len(tested)} search trial(s) ran all their epochs and were tested; "
+                     f"re-training {len(chosen)}")
+    seeds = finalist_seeds([r.config.get("seed", 0) for r in results if r.config], n_seeds)
+    configs = finalist_configs([r.config for _, r, _ in chosen], [t for t, _, _ in chosen], seeds)
+    plan = {"k": len(chosen), "asked": k, "candidates": len(tested), "seeds": seeds,
+            "search_seeds": sorted({int(r.config.get("seed", 0)) for r in results if r.config}),
+            "recipes": [{RECIPE_KEY: i, "source_trial": t, "best_val": b} for i, (t, _, b) in enumerate(chosen, 1)]}
+    return configs, plan, lines
+
+
+def _record_plan(exp_dir: Path | None, search_file: str, plan: dict) -> None:
+    """Add the plan to tl_search.json, which the report's protocol sentence reads."""
+    if exp_dir is None or not (exp_dir / search_file).is_file():
+        return
+    meta = json.loads((exp_dir / search_file).read_text())
+    meta[PLAN_KEY] = plan
+    (exp_dir / search_file).write_text(json.dumps(meta, indent=1, default=str))
+
+
+def finalist_dirname(trial) -> str:
+    """Trial folders name their recipe and seed."""
+    return f"{trial.trial_id}_finalist_r{trial.config.get(RECIPE_KEY)}_s{trial.config.get('seed')}"
+
+
+def _new_tuner(trainable, configs: list[dict], space, where: str):
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return tune.Tuner(
+        trainable,
+        param_space=configs[0],  # points replace samples of param_space, so it holds every key they set
+        tune_config=tune.TuneConfig(
+            search_alg=BasicVariantGenerator(points_to_evaluate=configs), scheduler=FIFOScheduler(),
+            metric=space.metric, mode=space.mode, num_samples=len(configs), reuse_actors=True,
+            trial_dirname_creator=finalist_dirname),
+        run_config=tune.RunConfig(
+            name=FINALIST_DIR, storage_path=where, verbose=1,
+            sync_config=tune.SyncConfig(sync_artifacts=True),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
+                                                    checkpoint_score_order=space.mode),
+            failure_config=tune.FailureConfig(max_failures=space.max_failures)))
+
+
+def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_dir: Path | None,
+                       search_file: str) -> int:
+    """Run (or continue) the finalist stage and print its outcome; return the exit status.
+
+    Args:
+        trainable: the search's trainable, resources and shared data included.
+        results, ranked: the search's Results and ``tl.search.ranked_results`` of them.
+        where: the experiment folder (path or URI); the stage's Tuner lives in ``where/finalists``.
+        exp_dir: the same as a local Path, None for cloud storage.
+    """
+    from ray import tune
+
+    path = f"{where}/{FINALIST_DIR}"
+    if tune.Tuner.can_restore(path):
+        print(f"[tl.search] finalists: continuing the stage in {path} (finished trials are kept)")
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        configs, plan, lines = plan_finalists(results, ranked, space.finalists, space.finalist_seeds)
+        for line in lines:
+            print(f"[tl.search] {line}")
+        if not configs:
+            print("[tl.search] finalists: no search trial was tested, so there is nothing to re-train")
+            return 0
+        _record_plan(exp_dir, search_file, plan)
+        print(f"[tl.search] finalists: {plan['k']} recipe(s) x seeds {plan['seeds']}, full epochs, no early stopping")
+        tuner = _new_tuner(trainable, configs, space, where)
+    done = tuner.fit()
+    print(f"\n[tl.search] finalists: {len(done)} trials, {len(done.errors)} errored. Folder: {path}")
+    if len(done.errors) == len(done):
+        print("error: every finalist trial errored; see error.txt in their folders", file=sys.stderr)
+        return 1
+    return print_finalists(exp_dir)
+
+
+def print_finalists(exp_dir: Path | None) -> int:
+    """Print the finalists as ``analysis.summarize`` computes them (one code path: they agree)."""
+    if exp_dir is None:
+        print("[tl.search] finalists: copy the folder down and run analysis.summarize for their figures")
+        return 0
+    from analysis.errors import AnalysisError
+    from analysis.finalists import build_finalists, finalist_lines, split_stages
+    from analysis.load import load_experiments
+
+    try:
+        _, stage = split_stages(load_experiments([exp_dir]))
+    except AnalysisError as exc:
+        print(f"[tl.search] finalists: cannot read them back ({exc})")
+        return 1
+    if stage is None:
+        print("[tl.search] finalists: no finalist trial folder found")
+        return 1
+    fin = build_finalists(stage)
+    for line in finalist_lines(fin) + [f"note: {n}" for n in fin.notes]:
+        print(line if line.startswith("  ") else f"[tl.search] {line}")
+    return 0
