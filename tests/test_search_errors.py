@@ -54,6 +54,11 @@ CASES = {
     "batch larger than dataset": (lambda tmp, d: ["search_spaces/smoke.py", "--dataset", str(_npz(tmp, n=20)), "--set", "batch_size=64"], "batch_size"),
     "unknown --set key": (lambda tmp, d: ["search_spaces/smoke.py", "--set", "lrr=0.1"], "lrr"),
     "unreachable --address": (lambda tmp, d: ["search_spaces/smoke.py", "--address", "127.0.0.1:9"], "--address"),
+    "--finalists 0": (lambda tmp, d: ["search_spaces/smoke.py", "--finalists", "0"], "--finalists must be an integer >= 1"),
+    "--finalists not an integer": (lambda tmp, d: ["search_spaces/smoke.py", "--finalists", "2.5"], "got '2.5'"),
+    "--finalist-seeds 0": (lambda tmp, d: ["search_spaces/smoke.py", "--finalists", "2", "--finalist-seeds", "0"],
+                           "--finalist-seeds must be an integer >= 1"),
+    "FINALISTS 0 in the file": (lambda tmp, d: [str(_space(tmp, SMOKE + "FINALISTS = 0\n"))], "FINALISTS"),
 }
 
 

@@ -256,3 +256,17 @@ def test_grid_enumerates_each_combination_once_with_the_samplers_conditionals(tm
 def test_grid_rejects_a_range(tmp_path: Path):
     with pytest.raises(TLError, match=r"PARAMS: SAMPLER grid needs a list of choices, lr is a range"):
         load_space(_space_file(tmp_path, GRID + 'PARAMS = {"lr": ("loguniform", 1e-4, 1e-2)}\n'))
+
+
+@pytest.mark.parametrize("extra, key", [("FINALISTS = 0", "FINALISTS"), ("FINALISTS = 2.5", "FINALISTS"),
+                                        ("FINALISTS = True", "FINALISTS"), ("FINALIST_SEEDS = 0", "FINALIST_SEEDS"),
+                                        ("FINALIST_SEEDS = '3'", "FINALIST_SEEDS")])
+def test_finalist_counts_in_the_file_must_be_integers_of_at_least_one(tmp_path: Path, extra: str, key: str):
+    with pytest.raises(TLError, match=rf"{key}: must be an integer >= 1"):
+        load_space(_with(tmp_path, extra))
+
+
+def test_finalists_are_off_by_default_and_read_from_the_file(space, tmp_path: Path):
+    assert space.finalists is None and space.finalist_seeds == 3
+    loaded = load_space(_with(tmp_path, "FINALISTS = 3\nFINALIST_SEEDS = 5"))
+    assert (loaded.finalists, loaded.finalist_seeds) == (3, 5)
