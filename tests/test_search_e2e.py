@@ -99,17 +99,30 @@ def test_resume_of_a_finished_search_keeps_its_trials(smoke_experiment, data_dir
     assert after == before, "resuming a finished search changed its trials"
 
 
-def test_grid_sampler_runs_every_combination_once(tmp_path, data_dir):
-    """SAMPLER grid through the CLI: Ray's BasicVariantGenerator gets every combination as a point."""
-    proc = _run(["-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data_dir), "--storage", str(tmp_path),
-                 "--name", "grid", "--sampler", "grid", "--set", "lr=0.003", "--grace-period", "3"])
+# 2 epochs, grace period = max epochs: no trial stops early, and 4 finalist trials stay cheap.
+GRID_ARGS = ["-m", "tl.search", "search_spaces/smoke.py", "--sampler", "grid", "--set", "lr=0.003", "--set", "epochs=2",
+             "--max-epochs", "2", "--grace-period", "2", "--finalists", "2", "--finalist-seeds", "2"]
+
+
+@pytest.fixture(scope="module")
+def grid_experiment(tmp_path_factory, data_dir) -> Path:
+    """A 2-trial grid whose trials both run all 2 epochs (so both can be finalists), then its
+    finalist stage: the 2 recipes re-trained over 2 new seeds."""
+    storage = tmp_path_factory.mktemp("grid")
+    proc = _run([*GRID_ARGS, "--data-dir", str(data_dir), "--storage", str(storage), "--name", "grid"])
     assert proc.returncode == 0, f"grid search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert "grid: 2 trials" in proc.stdout
-    trials = _trials(tmp_path / "grid")
+    (storage / "search_stdout.txt").write_text(proc.stdout)
+    return storage / "grid"
+
+
+def test_grid_sampler_runs_every_combination_once(grid_experiment):
+    """SAMPLER grid through the CLI: Ray's BasicVariantGenerator gets every combination as a point."""
+    assert "grid: 2 trials" in (grid_experiment.parent / "search_stdout.txt").read_text()
+    trials = _trials(grid_experiment)
     assert sorted(t["params"]["batch_size"] for t in trials) == [64, 128], [t["params"] for t in trials]
     for t in trials:
         assert t["params"]["lr"] == 0.003 and t["params"]["seed"] == 0, t["params"]
-        assert len(t["rows"]) == 3, f"{t['dir'].name}: grace period 3 = max epochs, no trial may stop early"
+        assert len(t["rows"]) == 2, f"{t['dir'].name}: grace period 2 = max epochs, no trial may stop early"
 
 
 def test_search_records_split_audit_and_test_fingerprint(smoke_experiment):
@@ -125,3 +138,78 @@ def test_search_records_split_audit_and_test_fingerprint(smoke_experiment):
     saved = [str(np.load(t["dir"] / "test_predictions.npz")["test_fingerprint"])
              for t in _trials(smoke_experiment) if (t["dir"] / "test_predictions.npz").is_file()]
     assert saved and set(saved) == {fingerprint}, (saved, fingerprint)
+
+
+def _finalist_means(runs: list[dict]) -> dict[int, tuple[float, float]]:
+    """Recipe id -> (mean best val acc, mean best val loss) over its seeds, from result.json alone."""
+    by_recipe: dict[int, list[dict]] = {}
+    for t in runs:
+        by_recipe.setdefault(t["params"]["recipe_id"], []).append(t)
+    return {r: (float(np.mean([max(row["val_acc"] for row in t["rows"]) for t in ts])),
+                float(np.mean([min(row["val_loss"] for row in t["rows"]) for t in ts]))) for r, ts in by_recipe.items()}
+
+
+def test_finalists_run_all_epochs_with_new_seeds_and_the_best_mean_val_wins(grid_experiment):
+    """Issue 12: K x S finalist trials in EXP/finalists, same recipes as the search's, new seeds,
+    every epoch run and tested; the printed winner is the best mean val (then val loss, recipe id)."""
+    search = {t["rows"][-1]["trial_id"]: t["params"] for t in _trials(grid_experiment)}
+    runs = _trials(grid_experiment / "finalists")
+    assert len(runs) == 2 * 2, f"expected K x S = 4 finalist trials, found {len(runs)}"
+    seeds: dict[int, list[int]] = {}
+    for t in runs:
+        p = t["params"]
+        assert p["stage"] == "finalist" and p["source_trial"] in search, p
+        source = search[p["source_trial"]]
+        assert {k: v for k, v in p.items() if k not in ("seed", "stage", "recipe_id", "source_trial")} == \
+            {k: v for k, v in source.items() if k != "seed" and not k.startswith("weights_for_")}, "not the search's recipe"
+        assert [r["epoch"] for r in t["rows"]] == list(range(1, p["epochs"] + 1)), f"{t['dir'].name}: stopped early"
+        assert all(k in t["rows"][-1] for k in TEST_KEYS), f"{t['dir'].name}: not tested"
+        seeds.setdefault(p["recipe_id"], []).append(p["seed"])
+    search_seeds = {p["seed"] for p in search.values()}
+    assert sorted(seeds) == [1, 2] and all(len(set(s)) == 2 and not set(s) & search_seeds for s in seeds.values()), \
+        f"seeds {seeds} must differ from each other and from the search's {search_seeds}"
+    means = _finalist_means(runs)
+    expected = min(means, key=lambda r: (-means[r][0], means[r][1], r))
+    printed = (grid_experiment.parent / "search_stdout.txt").read_text()
+    winner = next(line for line in printed.splitlines() if "finalist winner:" in line)
+    assert f"recipe {expected} " in winner, f"means {means}, printed {winner!r}"
+    assert f"val_acc {means[expected][0]:.4f} ± " in printed
+
+
+def test_report_finalists_section_agrees_with_the_printed_lines(grid_experiment, tmp_path):
+    out = tmp_path / "summary"
+    proc = _run(["-m", "analysis.summarize", str(grid_experiment), "--out", str(out)], timeout=200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import pandas as pd
+
+    assert len(pd.read_csv(out / "trials.csv")) == 2, "Table 1 must hold the 2 search trials, not the finalists"
+    recipes = pd.read_csv(out / "finalists.csv")
+    printed = [line.strip().removeprefix("[tl.search] ")
+               for line in (grid_experiment.parent / "search_stdout.txt").read_text().splitlines()]
+    shown = [line for line in printed if line.startswith(("recipe ", "finalist winner:", "seed ensemble"))]
+    assert len(shown) == 4, shown
+    report = (out / "report.html").read_text()
+    assert "<h2>Finalists</h2>" in report and "without early stopping" in report
+    for line in shown:
+        assert line in report and line in (out / "summary.md").read_text(), f"report lacks the printed {line!r}"
+    win = recipes.iloc[0]
+    assert bool(win["winner"]) and f"recipe {win['recipe_id']} " in shown[2]
+    ensemble = pd.read_csv(out / "finalist_ensemble.csv").iloc[0]
+    meta = json.loads((grid_experiment / "tl_search.json").read_text())
+    assert ensemble["test_fingerprint"] == meta["dataset"]["test_fingerprint"]
+    mine = [t for t in _trials(grid_experiment / "finalists") if t["params"]["recipe_id"] == win["recipe_id"]]
+    probs = np.mean([np.load(t["dir"] / "test_predictions.npz")["probs"] for t in mine], axis=0)
+    labels = np.load(mine[0]["dir"] / "test_predictions.npz")["labels"]
+    assert abs((probs.argmax(1) == labels).mean() - ensemble["test_acc"]) < 1e-9
+    assert ensemble["test_acc_low"] <= ensemble["test_acc"] <= ensemble["test_acc_high"]
+    assert meta["finalists"]["seeds"] == sorted({t["params"]["seed"] for t in mine})
+
+
+def test_resume_keeps_a_finished_finalist_stage(grid_experiment, data_dir):
+    runs = lambda: {t["dir"].name: len(t["rows"]) for t in _trials(grid_experiment / "finalists")}  # noqa: E731
+    before = runs()
+    proc = _run([*GRID_ARGS, "--data-dir", str(data_dir), "--storage", str(grid_experiment.parent), "--name", "grid",
+                 "--resume"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "continuing the stage" in proc.stdout and "finalist winner:" in proc.stdout
+    assert runs() == before, "resuming re-ran or added finalist trials"
