@@ -81,3 +81,18 @@ def test_seed_ensemble_averages_probabilities_of_one_test_split():
         seed_ensemble([a, b], [labels, labels[::-1]], ["", ""])
     with pytest.raises(ValueError, match="no finalist seed"):
         seed_ensemble([], [], [])
+
+
+def test_more_finalists_than_tested_trials_takes_those_there_are_and_says_so():
+    from types import SimpleNamespace
+
+    from tl.finalist_stage import plan_finalists
+
+    results = [SimpleNamespace(config={"lr": lr, "seed": 0}) for lr in (0.1, 0.2, 0.3)]
+    ranked = [("t1", results[0], 0.95, True), ("t2", results[1], 0.97, False), ("t3", results[2], 0.90, True)]
+    configs, plan, lines = plan_finalists(results, ranked, k=5, n_seeds=2)
+    assert [(c["source_trial"], c["seed"]) for c in configs] == [("t1", 1), ("t1", 2), ("t3", 1), ("t3", 2)], \
+        "ASHA-stopped (untested) trials are never finalists"
+    assert plan["k"] == 2 and plan["candidates"] == 2 and plan["seeds"] == [1, 2]
+    assert lines == ["--finalists 5: only 2 search trial(s) ran all their epochs and were tested; re-training 2"]
+    assert plan_finalists(results, ranked, k=1, n_seeds=2)[2] == [], "enough tested trials: nothing to say"

@@ -2,7 +2,8 @@
 
 Order of work: load and validate the space, resolve the dataset and every weights version on the
 driver (preflight), start or join Ray, share data and weights through the object store, run the
-Tuner, print the best trial. Bad input stops it before Ray starts, with one line.
+Tuner, print the best trial; with ``--finalists``, re-train the top recipes over seeds
+(``tl.finalist_stage``). Bad input stops it before Ray starts, with one line.
 """
 from __future__ import annotations
 
