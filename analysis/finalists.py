@@ -118,7 +118,8 @@ def protocol_text(meta: dict, runs: pd.DataFrame, metric: str, mode: str) -> str
     k = plan.get("k", runs[RECIPE_KEY].nunique())
     seeds = plan.get("seeds") or sorted(runs["seed"].dropna().astype(int).unique())
     tested = plan.get("candidates")
-    pool = f"the {k} best of {tested} tested search trials" if tested is not None else f"the {k} best tested search trials"
+    pool = f"the {k} best of {tested} tested search trials" if tested is not None \
+        else f"the {k} best tested search trials"
     return (f"Finalists: {pool} by the rule of choice ({metric}, validation only) were re-trained for their full "
             f"epochs without early stopping, with seeds {', '.join(map(str, seeds))} (none the search used); "
             f"the winner is {recipe_rule_text(metric, mode)}, and test figures never select.")
@@ -138,9 +139,9 @@ def build_finalists(exp: Experiment, *, n_resamples: int = N_RESAMPLES, seed: in
     recipes = recipes.merge(config, on=RECIPE_KEY, how="left")
     recipes = recipes[[RECIPE_KEY, *[c for c in config.columns if c != RECIPE_KEY],
                        *[c for c in recipes.columns if c not in config.columns]]]
-    short = [f"recipe {r}: {n} of {len(runs[runs[RECIPE_KEY] == r])} seeds ran all their epochs"
-             for r, n in zip(recipes[RECIPE_KEY], recipes["n_seeds"]) if n < len(runs[runs[RECIPE_KEY] == r])]
-    notes += short
+    planned = runs[RECIPE_KEY].value_counts()
+    notes += [f"recipe {r}: {n} of {planned[r]} seeds ran all their epochs"
+              for r, n in zip(recipes[RECIPE_KEY], recipes["n_seeds"]) if n < planned[r]]
     ensemble = pd.DataFrame()
     if len(recipes) and recipes["winner"].iloc[0]:
         ensemble, more = _winner_ensemble(runs, int(recipes[RECIPE_KEY].iloc[0]), exp.predictions,

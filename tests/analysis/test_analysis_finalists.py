@@ -18,9 +18,9 @@ def _curve(best_val: float) -> dict:
     return {**HEALTHY, "val_acc": [v - 0.90 + best_val for v in HEALTHY["val_acc"]]}
 
 
-def _experiment_with_finalists(builder) -> ExperimentBuilder:
+def _experiment_with_finalists(builder, crashed_seed: bool = False) -> ExperimentBuilder:
     """Two search recipes, each re-trained over seeds 1 and 2. Recipe 2 has the best single seed
-    (0.97) but recipe 1 the best mean (0.945 vs 0.935)."""
+    (0.97) but recipe 1 the best mean (0.945 vs 0.935). ``crashed_seed``: recipe 2's seed 3 errored."""
     exp = builder("fin")
     exp.trial("5ea00001", _curve(0.95), test_acc=0.85, lr=1e-3)
     exp.trial("5ea00002", _curve(0.94), test_acc=0.84, lr=3e-3)
@@ -30,6 +30,9 @@ def _experiment_with_finalists(builder) -> ExperimentBuilder:
             probs = predictions_with_accuracy(0.80 + 0.02 * seed + 0.01 * recipe, seed=10 * recipe + seed)
             stage.trial(f"f1a{recipe}000{seed}", _curve(val), test_acc=0.0, predictions=probs, lr=lr, seed=seed,
                         stage="finalist", recipe_id=recipe, source_trial=source)
+    if crashed_seed:
+        stage.trial("f1a20003", error="RuntimeError: boom", seed=3, stage="finalist", recipe_id=2,
+                    source_trial="5ea00002")
     return exp
 
 
@@ -80,3 +83,11 @@ def test_report_and_csv_show_the_finalists(builder, tmp_path, capsys):
     for text in (html, md):
         assert "Finalists" in text and "the 2 best of 2 tested search trials" in text
         assert winner_line in text, "the report shows the line the console printed"
+
+
+def test_a_finalist_seed_that_errored_is_left_out_and_named(builder):
+    exp = _experiment_with_finalists(builder, crashed_seed=True)
+    fin = build_summary([exp.path], n_resamples=100).finalists
+    recipes = fin.recipes.set_index("recipe_id")
+    assert recipes.loc[2, "n_seeds"] == 2 and np.isclose(recipes.loc[2, "val_mean"], 0.935)
+    assert "recipe 2: 2 of 3 seeds ran all their epochs" in fin.notes, fin.notes
