@@ -14,6 +14,7 @@ from ray import tune
 from tl.space import SearchSpace
 
 PREFIX = "[tl.search]"
+WIDTH = 110  # the space summary's lines, wrapped for a terminal
 STATUS_INTERVAL_S = 20.0  # often enough to follow a search, rare enough for a log file
 FREEZE_WORDS = {"none": "fine-tune", "backbone": "fixed extractor", "partial": "partial freeze"}
 
@@ -41,12 +42,24 @@ def recipe(config: dict) -> str:
     return ", ".join(words)
 
 
+def _pack(head: str, parts: list[str]) -> list[str]:
+    """Join ``parts`` with "; " after ``head``, wrapping between parts (never inside one) at WIDTH."""
+    lines, line = [], head
+    for i, part in enumerate(parts):
+        piece = part + (";" if i < len(parts) - 1 else "")
+        if len(line) + 1 + len(piece) > WIDTH and line.strip():
+            lines.append(line)
+            line = " "
+        line += " " + piece
+    return lines + [line]
+
+
 def space_summary(space: SearchSpace) -> list[str]:
     """Return the resolved space as a few human lines (the full JSON goes to tl_search.json)."""
     pairs = sum(len(ws) for ws in space.backbones.values())
-    backbones = "; ".join(f"{b.removeprefix('timm/')} × {', '.join(ws)}" for b, ws in space.backbones.items())
-    lines = [f"{space.dataset}: {pairs} (backbone, weights) pairs: {backbones}",
-             f"freeze: {', '.join(space.freeze)}"]
+    lines = _pack(f"{space.dataset}, {pairs} (backbone, weights) pairs:",
+                  [f"{b.removeprefix('timm/')} × {'|'.join(ws)}" for b, ws in space.backbones.items()])
+    lines.append(f"freeze: {', '.join(space.freeze)}")
     ranges = []
     for key, value in space.params.items():
         if isinstance(value, tuple):
@@ -55,7 +68,7 @@ def space_summary(space: SearchSpace) -> list[str]:
         else:
             ranges.append(f"{key} {{{', '.join(_short(v) for v in value)}}}")
     if ranges:
-        lines.append("params: " + "; ".join(ranges))
+        lines += _pack("params:", ranges)
     pinned = {k: v for k, v in space.fixed.items() if k in ("image_size", "optimizer", "scheduler")}
     if pinned:
         lines.append("fixed: " + ", ".join(f"{k}={_short(v)}" for k, v in pinned.items()))
