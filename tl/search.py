@@ -206,9 +206,8 @@ def _log_chosen_to_mlflow(uri: str, experiment: str, trial_id: str, trial_dir: s
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
-    runs = client.search_runs([found.experiment_id], filter_string=f"params.trial_id = '{trial_id}'")
-    if not runs:  # MLflowLoggerCallback names each run after the trial ("<trainable>_<trial_id>")
-        runs = [r for r in client.search_runs([found.experiment_id]) if r.info.run_name.endswith(trial_id)]
+    # MLflowLoggerCallback names each run after its trial: "<trainable>_<trial_id>".
+    runs = [r for r in client.search_runs([found.experiment_id]) if r.info.run_name.endswith(f"_{trial_id}")]
     if not runs:
         return None
     run_id = runs[0].info.run_id
