@@ -179,3 +179,13 @@ def test_grid_sampler_runs_every_combination_once(tmp_path, data_dir):
     for t in trials:
         assert t["params"]["lr"] == 0.003 and t["params"]["seed"] == 0, t["params"]
         assert len(t["rows"]) == 3, f"{t['dir'].name}: grace period 3 = max epochs, no trial may stop early"
+
+
+def test_verbose_brings_back_rays_own_output(tmp_path, data_dir):
+    proc = _run(["-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data_dir), "--storage", str(tmp_path),
+                 "--name", "loud", "--num-samples", "2", "--max-epochs", "1", "--verbose"])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "started with configuration" in out and "Trial status" in out, out[-2000:]
+    assert "(train_transfer pid=" in out, "worker output should reach the driver with --verbose"
+    assert not [ln for ln in out.splitlines() if STATUS.match(ln)], "no live-view status lines with --verbose"

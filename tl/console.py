@@ -15,7 +15,7 @@ from tl.space import SearchSpace
 
 PREFIX = "[tl.search]"
 WIDTH = 110  # the space summary's lines, wrapped for a terminal
-STATUS_INTERVAL_S = 20.0  # often enough to follow a search, rare enough for a log file
+STATUS_INTERVAL_S = 30.0  # often enough to follow a search (epochs take 10-60 s here), rare enough for a log
 FREEZE_WORDS = {"none": "fine-tune", "backbone": "fixed extractor", "partial": "partial freeze"}
 
 

@@ -55,7 +55,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share one GPU")
     g = p.add_argument_group("console and trackers")
     g.add_argument("--verbose", action="store_true", help="Ray's full output: per-trial config boxes, progress "
-                                                          "tables, worker logs (default: a status line every 20 s)")
+                                                          "tables, worker logs (default: a status line every 30 s)")
     g.add_argument("--mlflow", nargs="?", const=DEFAULT_MLFLOW, metavar="URI",
                    help=f"log every trial as an MLflow run (bare flag: a local store in {DEFAULT_MLFLOW}/); "
                         "needs pip install -e '.[mlflow]'")
@@ -227,21 +227,16 @@ def _require_mlflow() -> None:
 
 def _stop_on_sigterm() -> None:
     """Treat SIGTERM like Ctrl-C: Tune saves the experiment state and returns, so --resume can go on."""
-    if threading_is_main():
-        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-
-
-def threading_is_main() -> bool:
     import threading
 
-    return threading.current_thread() is threading.main_thread()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
 def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if args.mlflow is not None:
         _require_mlflow()
     space = _space_from_args(args)
-    mlflow_uri = _mlflow_uri(args.mlflow) if args.mlflow is not None else None
     storage = _check_storage(args.storage)
     name = args.name or f"{Path(args.space).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     exp_dir = Path(storage) / name if "://" not in storage else None
@@ -265,6 +260,7 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         space.num_samples = len(grid_configs(space))
         print(f"[tl.search] grid: {space.num_samples} trials, every combination once")
     space.fixed.update({"dataset": space.dataset, "data_dir": args.data_dir})
+    mlflow_uri = _mlflow_uri(args.mlflow) if args.mlflow is not None else None
     for line in space_summary(space):
         print(f"{PREFIX} {line}")
 
@@ -325,8 +321,8 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
                                                         checkpoint_score_order=space.mode),
                 failure_config=tune.FailureConfig(max_failures=space.max_failures)))
-    print(f"{PREFIX} experiment {name}: {space.num_samples} trials; a status line every "
-          f"{live.interval_s:.0f} s" + ("" if not args.verbose else " (off with --verbose: Ray's output instead)"))
+    print(f"{PREFIX} experiment {name}: {space.num_samples} trials; "
+          + ("Ray's full output (--verbose)" if args.verbose else f"a status line every {live.interval_s:.0f} s"))
     _stop_on_sigterm()
     results = tuner.fit()
     where = f"{storage}/{name}"
