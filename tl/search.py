@@ -324,13 +324,18 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     print(f"{PREFIX} experiment {name}: {space.num_samples} trials; "
           + ("Ray's full output (--verbose)" if args.verbose else f"a status line every {live.interval_s:.0f} s"))
     _stop_on_sigterm()
-    results = tuner.fit()
+    resume_hint = f"  {resume_command(argv if argv is not None else sys.argv[1:], name)}"
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its last save
+        print(f"\n{PREFIX} interrupted; continue from the last saved state with:\n{resume_hint}")
+        return 130
     where = f"{storage}/{name}"
     done = results.num_terminated + results.num_errors
     budget_hit = args.time_budget_s is not None and live.clock() - live.started >= args.time_budget_s
     if (done < len(results) or len(results) < space.num_samples) and not budget_hit:
         print(f"{PREFIX} interrupted: {done} of {space.num_samples} trials done, state saved. Continue with:\n"
-              f"  {resume_command(argv if argv is not None else sys.argv[1:], name)}")
+              f"{resume_hint}")
         return 130
     if not args.verbose:
         print(live.status_line())
@@ -341,6 +346,10 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         run_id = _log_chosen_to_mlflow(mlflow_uri, name, trial_id, best.path)
         print(f"{PREFIX} MLflow: {len(results)} runs in experiment {name!r} at {mlflow_uri}"
               + (f"; chosen trial = run {run_id} (tag tl.chosen, its files as artifacts)" if run_id else ""))
+        if run_id and "://" not in where:
+            print(f"{PREFIX} attach the report to it: python -m analysis.summarize {where} && "
+                  f"MLFLOW_TRACKING_URI={mlflow_uri} mlflow artifacts log-artifacts -l {where}/summary "
+                  f"-r {run_id} -a report")
     return status
 
 
