@@ -122,11 +122,12 @@ def _probe_address(address: str) -> None:
 
 
 def _quiet_ray() -> None:
-    """Silence Ray's and Optuna's start-up chatter (token-auth notice, study creation, MLflow's DB set-up)."""
+    """Silence Ray's and Optuna's chatter: the token-auth notice, study creation, MLflow's DB set-up and
+    the "failed to fetch metrics" warning for trials a time budget left unstarted."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("ray._private.authentication", "mlflow", "alembic"):
+    for name in ("ray._private.authentication", "ray.tune.analysis.experiment_analysis", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
@@ -339,6 +340,8 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         return 130
     if not args.verbose:
         print(live.status_line())
+        if budget_hit and live.running:
+            print(f"{PREFIX} time budget reached: {len(live.running)} running trial(s) stopped there, not tested")
     status = _print_outcome(results, space, where)
     if status == 0 and mlflow_uri:
         best, _ = chosen_trial(results, space.metric, space.mode)
