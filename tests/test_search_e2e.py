@@ -61,7 +61,8 @@ TRIAL_END = re.compile(r"^\[tl\.search\] trial ([0-9a-f]{8}) (stopped by ASHA|fi
 def test_console_is_a_few_lines_a_person_can_follow(smoke_experiment):
     out = (smoke_experiment.parent / "search_stdout.txt").read_text().splitlines()
     err = (smoke_experiment.parent / "search_stderr.txt").read_text().splitlines()
-    assert len(out) + len(err) <= 25, f"{len(out)} + {len(err)} lines; Ray's chatter is back?\n" + "\n".join(out + err)
+    # About 20 lines here (space 5, trials 4, end 7, a status line per 30 s); Ray's boxes would add 25 per trial.
+    assert len(out) + len(err) <= 30, f"{len(out)} + {len(err)} lines; Ray's chatter is back?\n" + "\n".join(out + err)
     noise = [ln for ln in out + err if any(w in ln for w in ("│", "Trial status", "auth", "session_", "study created"))]
     assert not noise, f"Ray/Optuna chatter without --verbose: {noise}"
     assert any("lr 0.0001–0.03 (log); batch_size {64, 128}" in ln for ln in out), "space summary missing"
