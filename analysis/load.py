@@ -89,27 +89,39 @@ def read_params(trial_dir: Path) -> dict[str, Any]:
     }
 
 
-def read_results(trial_dir: Path) -> tuple[pd.DataFrame, int]:
-    """Return the trial's reported rows sorted by ``epoch`` and the number of unreadable lines.
+def read_result_rows(trial_dir: Path) -> tuple[list[dict[str, Any]], int]:
+    """Return the rows of the trial's ``result.json`` as written, and the number of unreadable lines.
 
-    Reads ``result.json`` (JSON lines), falling back to ``progress.csv``; a half-written last
-    line of a running trial is skipped. ``epoch`` falls back to ``training_iteration``; a
-    repeated epoch (a restored trial) keeps its last report.
+    Every Ray column is kept and nothing is sorted or merged, so callers can check what Ray wrote
+    (tests, benchmarks). A half-written last line of a running trial, or a line cut short by a
+    killed writer, is counted as unreadable and skipped. No ``result.json`` gives ``([], 0)``.
     """
     rows: list[dict[str, Any]] = []
     bad = 0
     result_file = trial_dir / "result.json"
-    if result_file.is_file():
-        for line in result_file.read_text(errors="replace").splitlines():
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                bad += 1
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
+    if not result_file.is_file():
+        return rows, bad
+    for line in result_file.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows, bad
+
+
+def read_results(trial_dir: Path) -> tuple[pd.DataFrame, int]:
+    """Return the trial's reported rows sorted by ``epoch`` and the number of unreadable lines.
+
+    Reads ``result.json`` (JSON lines, see :func:`read_result_rows`), falling back to
+    ``progress.csv``; a half-written last line of a running trial is skipped. ``epoch`` falls
+    back to ``training_iteration``; a repeated epoch (a restored trial) keeps its last report.
+    """
+    rows, bad = read_result_rows(trial_dir)
     frame = pd.DataFrame(rows)
     if frame.empty and (trial_dir / "progress.csv").is_file():
         try:
@@ -346,6 +358,6 @@ def _tidy_frame(trials: pd.DataFrame, curves: list[pd.DataFrame],
 
 __all__ = [
     "Experiment", "Predictions", "PREDICTIONS_FILE", "SEARCH_FILE", "load_experiments",
-    "read_params", "read_results", "read_predictions", "find_predictions_file", "read_error",
+    "read_params", "read_result_rows", "read_results", "read_predictions", "find_predictions_file", "read_error",
     "trial_status",
 ]

@@ -32,6 +32,7 @@ from analysis.tables import GROUP_COLUMNS, epochs_run_counts
 
 DEFAULT_RESULTS = Path("results")
 OUT_SUBDIR = "summary"
+BAD_INPUT = 2  # exit status for bad input, the same as python -m tl.search
 MAX_TRIAL_BARS = 60
 
 
@@ -165,7 +166,7 @@ def print_summary(summary: Summary, written: Sequence[Path]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (1 with a one-line error for bad input)."""
+    """Run the command line; return the exit status (2 with a one-line error for bad input, as tl.search)."""
     args = get_args_parser().parse_args(argv)
     try:
         paths = list(args.experiments) or [newest_experiment(DEFAULT_RESULTS)]
@@ -179,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = write_outputs(summary, out)
     except AnalysisError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return BAD_INPUT
     except Exception as exc:  # a bug, not bad input: still one line; TL_DEBUG=1 shows the traceback
         if os.environ.get("TL_DEBUG"):
             raise

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing as mp
 import os
 import subprocess
@@ -38,6 +37,8 @@ from pathlib import Path
 
 import torch
 
+from analysis.experiments import trial_dirs
+from analysis.load import read_result_rows
 from benchmarks.common import device_description, write_json
 
 OVERHEAD_TARGET_S = 15.0
@@ -57,8 +58,8 @@ def search_overhead(data_dir: str, num_samples: int) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"tl.search exited {proc.returncode}:\n{proc.stderr[-3000:]}")
         trial_s, epochs, intervals = [], [], []
-        for f in sorted((Path(tmp) / "bench").glob("*/result.json")):
-            rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        for trial_dir in trial_dirs(Path(tmp) / "bench"):
+            rows, _ = read_result_rows(trial_dir)
             if rows:
                 trial_s.append(rows[-1]["time_total_s"])
                 epochs.append(rows[-1].get("training_iteration", len(rows)))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import subprocess
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from analysis.experiments import trial_dirs
+from analysis.load import read_params, read_result_rows
 from benchmarks.common import device_description, write_json
 
 TARGET = 0.33
@@ -60,13 +61,11 @@ def run_search(space_file: Path, storage: Path, name: str, data_dir: str, extra:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     rows = []
-    for f in sorted((storage / name).glob("*/result.json")):
-        params = json.loads((f.parent / "params.json").read_text())
-        for line in f.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                rows.append({"trial": f.parent.name, "timestamp": r["timestamp"], "val_acc": r["val_acc"],
-                             "config": {k: params[k] for k in ("lr", "batch_size", "weight_decay")}})
+    for trial_dir in trial_dirs(storage / name):
+        params = read_params(trial_dir)
+        for r in read_result_rows(trial_dir)[0]:
+            rows.append({"trial": trial_dir.name, "timestamp": r["timestamp"], "val_acc": r["val_acc"],
+                         "config": {k: params[k] for k in ("lr", "batch_size", "weight_decay")}})
     return rows
 
 

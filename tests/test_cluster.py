@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from trial_rows import read_rows
 
+pytestmark = pytest.mark.slow  # starts Ray searches
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

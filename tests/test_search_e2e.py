@@ -3,12 +3,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from analysis.experiments import trial_dirs
+from analysis.load import read_params, read_result_rows
+
+pytestmark = pytest.mark.slow  # each test runs a Ray search
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr", "epoch_time_s", "images_per_s")
@@ -21,10 +29,12 @@ def _run(args: list[str], env_extra: dict | None = None, timeout: int = 400) -> 
 
 
 def _trials(exp: Path) -> list[dict]:
+    """Each trial folder's params and its result.json rows as Ray wrote them (no unreadable line allowed)."""
     trials = []
-    for d in sorted(p.parent for p in exp.glob("*/params.json")):
-        rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line.strip()]
-        trials.append({"dir": d, "params": json.loads((d / "params.json").read_text()), "rows": rows})
+    for d in trial_dirs(exp):
+        rows, bad = read_result_rows(d)
+        assert bad == 0, f"{d.name}: {bad} unreadable line(s) in result.json of a finished search"
+        trials.append({"dir": d, "params": read_params(d), "rows": rows})
     return trials
 
 
@@ -36,7 +46,67 @@ def smoke_experiment(tmp_path_factory, data_dir) -> Path:
     assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "best trial by val_acc" in proc.stdout, proc.stdout[-2000:]
     (storage / "search_stdout.txt").write_text(proc.stdout)
+    (storage / "search_stderr.txt").write_text(proc.stderr)
     return storage / "smoke"
+
+
+# The live view's lines (tl/console.py), field by field.
+STATUS = re.compile(r"^\[tl\.search\] \d+m\d\ds \| trials (\d+) running, (\d+) finished, (\d+) stopped by ASHA, "
+                    r"(\d+) errored \((\d+)/4 done\) \| best val_acc (?:0\.\d{4}: convmodel, none, fine-tune, "
+                    r"lr [0-9.e-]+, 28 px|: none yet)$")
+TRIAL_END = re.compile(r"^\[tl\.search\] trial ([0-9a-f]{8}) (stopped by ASHA|finished, tested once) after (\d)/(\d) "
+                       r"epochs: best val_acc (0\.\d{4}) \| convmodel, none, fine-tune, lr [0-9.e-]+, 28 px$")
+
+
+def test_console_is_a_few_lines_a_person_can_follow(smoke_experiment):
+    out = (smoke_experiment.parent / "search_stdout.txt").read_text().splitlines()
+    err = (smoke_experiment.parent / "search_stderr.txt").read_text().splitlines()
+    # About 20 lines here (space 5, trials 4, end 7, a status line per 30 s); Ray's boxes would add 25 per trial.
+    assert len(out) + len(err) <= 30, f"{len(out)} + {len(err)} lines; Ray's chatter is back?\n" + "\n".join(out + err)
+    noise = [ln for ln in out + err if any(w in ln for w in ("│", "Trial status", "auth", "session_", "study created"))]
+    assert not noise, f"Ray/Optuna chatter without --verbose: {noise}"
+    assert any("lr 0.0001–0.03 (log); batch_size {64, 128}" in ln for ln in out), "space summary missing"
+    trials = {t["dir"].name[:8]: t for t in _trials(smoke_experiment)}
+    ends = [m for ln in out if (m := TRIAL_END.match(ln))]
+    assert sorted(m[1] for m in ends) == sorted(trials), f"one end line per trial expected: {ends}"
+    for m in ends:
+        t = trials[m[1]]
+        epochs_run = len(t["rows"])
+        assert (int(m[3]), int(m[4])) == (epochs_run, t["params"]["epochs"]), m[0]
+        assert (m[2] == "stopped by ASHA") == (epochs_run < t["params"]["epochs"]), m[0]
+        assert abs(float(m[5]) - max(r["val_acc"] for r in t["rows"])) < 1e-4, m[0]
+    statuses = [m for ln in out if (m := STATUS.match(ln))]
+    assert statuses, "no status line\n" + "\n".join(out)
+    stopped = sum(len(t["rows"]) < t["params"]["epochs"] for t in trials.values())
+    final = statuses[-1]
+    assert final.groups() == ("0", str(4 - stopped), str(stopped), "0", "4"), final[0]
+    assert f"{max(max(r['val_acc'] for r in t['rows']) for t in trials.values()):.4f}" in final[0], final[0]
+
+
+def test_trials_write_the_event_files_the_printed_tensorboard_command_reads(smoke_experiment):
+    printed = (smoke_experiment.parent / "search_stdout.txt").read_text()
+    assert f"tensorboard --logdir {smoke_experiment}\n" in printed, printed[-800:]
+    for t in _trials(smoke_experiment):
+        assert list(t["dir"].glob("events.out.tfevents.*")), f"{t['dir'].name}: no TensorBoard event file"
+
+
+def test_sigterm_saves_the_search_and_prints_how_to_resume_it(tmp_path, data_dir):
+    exp = tmp_path / "term"
+    cmd = [sys.executable, "-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data_dir),
+           "--storage", str(tmp_path), "--name", "term", "--num-samples", "4"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (exp.is_dir() and any(read_result_rows(d)[0] for d in trial_dirs(exp))):
+        time.sleep(0.5)
+    assert proc.poll() is None, "search ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, f"exit {proc.returncode}\n{out[-2000:]}"
+    expected = (f"python -m tl.search search_spaces/smoke.py --data-dir {data_dir} --storage {tmp_path} "
+                f"--num-samples 4 --name term --resume")
+    assert expected in out, out[-2000:]
+    assert (exp / "tuner.pkl").is_file(), "experiment state not saved"
 
 
 def test_smoke_search_leaves_a_complete_experiment_folder(smoke_experiment):
@@ -213,3 +283,13 @@ def test_resume_keeps_a_finished_finalist_stage(grid_experiment, data_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "continuing the stage" in proc.stdout and "finalist winner:" in proc.stdout
     assert runs() == before, "resuming re-ran or added finalist trials"
+
+
+def test_verbose_brings_back_rays_own_output(tmp_path, data_dir):
+    proc = _run(["-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data_dir), "--storage", str(tmp_path),
+                 "--name", "loud", "--num-samples", "2", "--max-epochs", "1", "--verbose"])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "started with configuration" in out and "Trial status" in out, out[-2000:]
+    assert "(train_transfer pid=" in out, "worker output should reach the driver with --verbose"
+    assert not [ln for ln in out.splitlines() if STATUS.match(ln)], "no live-view status lines with --verbose"

@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 from tl.audit import AUDIT_FILE, audit_lines, audit_splits, save_pairs
 from tl.data import load_dataset, resolve_dataset_path
+from tl.console import PREFIX, LiveView, SilentReporter, resume_command, space_summary
 from tl.errors import TLError
 from tl.finalist_stage import run_finalist_stage
 from tl.finalists import parse_count
@@ -24,6 +27,9 @@ from tl.trainable import train_transfer
 from tl.weights import preflight
 
 SEARCH_FILE = "tl_search.json"
+DEFAULT_MLFLOW = "./mlruns"
+# Files of the chosen trial logged to its MLflow run (what analysis.summarize needs to rebuild its row).
+CHOSEN_ARTIFACTS = ("params.json", "result.json", "progress.csv", "test_predictions.npz")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -54,6 +60,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster to join (env RAY_ADDRESS); local Ray otherwise")
     g.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (torch threads follow)")
     g.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share one GPU")
+    g = p.add_argument_group("console and trackers")
+    g.add_argument("--verbose", action="store_true", help="Ray's full output: per-trial config boxes, progress "
+                                                          "tables, worker logs (default: a status line every 30 s)")
+    g.add_argument("--mlflow", nargs="?", const=DEFAULT_MLFLOW, metavar="URI",
+                   help=f"log every trial as an MLflow run (bare flag: a local store in {DEFAULT_MLFLOW}/); "
+                        "needs pip install -e '.[mlflow]'")
     _add_finalist_args(p)
     return p
 
@@ -137,16 +149,30 @@ def _probe_address(address: str) -> None:
         raise TLError(f"cannot reach Ray at --address {address}: {exc.strerror or exc}") from None
 
 
-def _init_ray(address: str | None) -> None:
+def _quiet_ray() -> None:
+    """Silence Ray's and Optuna's chatter: the token-auth notice, study creation, MLflow's DB set-up and
+    the "failed to fetch metrics" warning for trials a time budget left unstarted."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("ray._private.authentication", "ray.tune.analysis.experiment_analysis", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _init_ray(address: str | None, verbose: bool = False) -> None:
     import ray
 
     if address:
         _probe_address(address)
+    if not verbose:
+        _quiet_ray()
+    # Quiet: worker stdout stays in Ray's session logs; the LiveView callback reports trials instead.
+    quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, **({"log_to_driver": True} | quiet))
         else:
-            ray.init(include_dashboard=False, dashboard_host="127.0.0.1")
+            ray.init(include_dashboard=False, dashboard_host="127.0.0.1", **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise TLError(f"cannot reach Ray at --address {address}: {str(exc).splitlines()[0]}") from None
 
@@ -173,9 +199,73 @@ def trial_dirname(trial) -> str:
     return f"{trial.trial_id}_{str(c.get('backbone', '')).replace('/', '-')}_{c.get('weights', '')}_{c.get('freeze', '')}"
 
 
-def run_search(args: argparse.Namespace) -> int:
+def _mlflow_uri(where: str) -> str:
+    """Return the tracking URI for ``--mlflow``: a URI as given, a folder as a SQLite store inside it.
+
+    MLflow 3 refuses a plain-folder (file) store unless ``MLFLOW_ALLOW_FILE_STORE=true``;
+    ``file:`` URIs are passed through for users who set it.
+    """
+    if "://" in where or where.startswith("file:"):
+        return where
+    folder = Path(where).expanduser().resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TLError(f"--mlflow {where} is not writable: {exc.strerror or exc}") from None
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def _mlflow_callback(uri: str, experiment: str):
+    """Ray's MLflowLoggerCallback on ``experiment``; a SQLite store keeps artifacts beside its database."""
+    import mlflow
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    if uri.startswith("sqlite:///") and client.get_experiment_by_name(experiment) is None:
+        artifacts = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
+        client.create_experiment(experiment, artifact_location=artifacts.as_uri())
+    return MLflowLoggerCallback(tracking_uri=uri, experiment_name=experiment, tags={"tl.experiment": experiment})
+
+
+def _log_chosen_to_mlflow(uri: str, experiment: str, trial_id: str, trial_dir: str) -> str | None:
+    """Tag the chosen trial's MLflow run and attach its files; return the run id (None if not found)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    # MLflowLoggerCallback names each run after its trial: "<trainable>_<trial_id>".
+    runs = [r for r in client.search_runs([found.experiment_id]) if r.info.run_name.endswith(f"_{trial_id}")]
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    client.set_tag(run_id, "tl.chosen", "true")
+    for name in CHOSEN_ARTIFACTS:
+        if (Path(trial_dir) / name).is_file():
+            client.log_artifact(run_id, str(Path(trial_dir) / name))
+    return run_id
+
+
+def _require_mlflow() -> None:
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise TLError("--mlflow needs MLflow: pip install -e '.[mlflow]'") from None
+
+
+def _stop_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C: Tune saves the experiment state and returns, so --resume can go on."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    if args.mlflow is not None:
+        _require_mlflow()
     space = _space_from_args(args)
-    print(f"[tl.search] space {args.space}: {json.dumps(space.echo(), default=str)}")
     storage = _check_storage(args.storage)
     name = args.name or f"{Path(args.space).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     exp_dir = Path(storage) / name if "://" not in storage else None
@@ -206,8 +296,11 @@ def run_search(args: argparse.Namespace) -> int:
     space.fixed.update({"dataset": space.dataset, "data_dir": args.data_dir})
     if space.groups:  # a trial that decodes for itself carves the same grouped split
         space.fixed["groups"] = space.groups
+    mlflow_uri = _mlflow_uri(args.mlflow) if args.mlflow is not None else None
+    for line in space_summary(space):
+        print(f"{PREFIX} {line}")
 
-    _init_ray(args.address)
+    _init_ray(args.address, args.verbose)
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -215,9 +308,24 @@ def run_search(args: argparse.Namespace) -> int:
     weight_refs = {f"{b}|{w}": ray.put(sd) for (b, w), sd in weights.items() if sd is not None}
     trainable = tune.with_resources(tune.with_parameters(train_transfer, datasets=datasets, weight_refs=weight_refs),
                                     {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial})
+    live = LiveView(space.metric, space.mode, space.num_samples, args.time_budget_s)
+    if not args.verbose:
+        # Ray's new output engine prints its experiment box and a TensorBoard hint into the temp
+        # session folder even at verbose=0 and ignores progress reporters; the classic engine with
+        # a reporter that never reports prints nothing, and LiveView speaks instead.
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    callbacks = [] if args.verbose else [live]
+    if mlflow_uri:
+        callbacks.append(_mlflow_callback(mlflow_uri, name))
     if args.resume:
         tuner = tune.Tuner.restore(str(Path(storage) / name) if exp_dir else f"{storage}/{name}", trainable,
                                    resume_unfinished=True, resume_errored=True)
+        # Tuner.restore brings back the saved RunConfig, callbacks included (a stale LiveView, the old
+        # verbosity); Ray 2.60 has no public way to replace them, so set this run's on the local tuner.
+        run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+        if run_config is not None:
+            run_config.callbacks, run_config.verbose = callbacks, (2 if args.verbose else 0)
+            run_config.progress_reporter = None if args.verbose else SilentReporter()
     else:
         if exp_dir is not None:
             exp_dir.mkdir(parents=True)
@@ -242,16 +350,48 @@ def run_search(args: argparse.Namespace) -> int:
                 reuse_actors=True,
                 trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=1,
+                name=name, storage_path=storage,
+                # 0: no per-trial config boxes or tables (LiveView prints instead); --verbose: Ray's all.
+                verbose=2 if args.verbose else 0, callbacks=callbacks,
+                progress_reporter=None if args.verbose else SilentReporter(),
                 sync_config=tune.SyncConfig(sync_artifacts=True),  # test_predictions.npz beside the trial
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
                                                         checkpoint_score_order=space.mode),
                 failure_config=tune.FailureConfig(max_failures=space.max_failures)))
-    results = tuner.fit()
-    status = _print_outcome(results, space, f"{storage}/{name}")
+    print(f"{PREFIX} experiment {name}: {space.num_samples} trials; "
+          + ("Ray's full output (--verbose)" if args.verbose else f"a status line every {live.interval_s:.0f} s"))
+    _stop_on_sigterm()
+    resume_hint = f"  {resume_command(argv if argv is not None else sys.argv[1:], name)}"
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its last save
+        print(f"\n{PREFIX} interrupted; continue from the last saved state with:\n{resume_hint}")
+        return 130
+    where = f"{storage}/{name}"
+    done = results.num_terminated + results.num_errors
+    budget_hit = args.time_budget_s is not None and live.clock() - live.started >= args.time_budget_s
+    if (done < len(results) or len(results) < space.num_samples) and not budget_hit:
+        print(f"{PREFIX} interrupted: {done} of {space.num_samples} trials done, state saved. Continue with:\n"
+              f"{resume_hint}")
+        return 130
+    if not args.verbose:
+        print(live.status_line())
+        if budget_hit and live.running:
+            print(f"{PREFIX} time budget reached: {len(live.running)} running trial(s) stopped there, not tested")
+    status = _print_outcome(results, space, where)
+    if status == 0 and mlflow_uri:
+        best, _ = chosen_trial(results, space.metric, space.mode)
+        trial_id = str(best.metrics.get("trial_id", "")) if best.metrics else ""
+        run_id = _log_chosen_to_mlflow(mlflow_uri, name, trial_id, best.path)
+        print(f"{PREFIX} MLflow: {len(results)} runs in experiment {name!r} at {mlflow_uri}"
+              + (f"; chosen trial = run {run_id} (tag tl.chosen, its files as artifacts)" if run_id else ""))
+        if run_id and "://" not in where:
+            print(f"{PREFIX} attach the report to it: python -m analysis.summarize {where} && "
+                  f"MLFLOW_TRACKING_URI={mlflow_uri} mlflow artifacts log-artifacts -l {where}/summary "
+                  f"-r {run_id} -a report")
     if status == 0 and space.finalists:
         status = run_finalist_stage(trainable, results, ranked_results(results, space.metric, space.mode), space,
-                                    f"{storage}/{name}", exp_dir, SEARCH_FILE)
+                                    where, exp_dir, SEARCH_FILE)
     return status
 
 
@@ -310,13 +450,16 @@ def _print_outcome(results, space: SearchSpace, where: str) -> int:
     print("  " + "  ".join(figures) + ("" if "test_acc" in m else "  (stopped early: not tested)"))
     print(f"  trial folder: {best.path}")
     print(f"[tl.search] next: python -m analysis.summarize {where}")
+    if "://" not in where:
+        print(f"[tl.search] curves per trial: tensorboard --logdir {where}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = get_args_parser().parse_args(argv)
     try:
-        return run_search(args)
+        return run_search(args, argv)
     except TLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

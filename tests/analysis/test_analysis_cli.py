@@ -77,7 +77,7 @@ def test_missing_predictions_is_a_note_not_a_crash(builder, capsys):
 
 
 def _assert_one_line_error(capsys, argv, pattern):
-    assert main(argv) != 0, f"{argv} should fail"
+    assert main(argv) == 2, f"{argv} should fail with status 2, as tl.search does for bad input"
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), f"one-line error expected: {err!r}"
@@ -115,7 +115,7 @@ def test_module_entry_point_exit_code_without_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "analysis.summarize", str(tmp_path)],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-    assert proc.returncode == 1, proc
+    assert proc.returncode == 2, proc
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
 
 

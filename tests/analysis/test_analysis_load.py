@@ -10,7 +10,7 @@ from analysis_builders import HEALTHY, predictions_with_accuracy
 
 from analysis import AnalysisError
 from analysis.experiments import newest_experiment, read_ray_statuses
-from analysis.load import load_experiments
+from analysis.load import load_experiments, read_result_rows
 
 
 def _status(exp, trial_id):
@@ -94,6 +94,9 @@ def test_half_written_line_and_progress_csv_fallback(builder):
     assert runs["dddd0001"] == 3, "half-written last line must be skipped, not crash"
     assert runs["dddd0002"] == 2, "progress.csv fallback not used"
     assert any("unreadable line" in n for n in exp.notes), exp.notes
+    rows, bad = read_result_rows(folder)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and bad == 1, (rows, bad)
+    assert read_result_rows(folder / "nowhere") == ([], 0)
 
 
 def test_several_experiments_merge_with_experiment_column(builder):
