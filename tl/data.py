@@ -65,12 +65,16 @@ class DatasetArrays:
         """Hash of the test images, labels and (if known) file names: two runs with equal
         fingerprints were tested on the same images in the same order."""
         if not self._test_fingerprint:
-            h = hashlib.sha256()
-            h.update(np.ascontiguousarray(self.images["test"]).data)
-            h.update(np.ascontiguousarray(self.labels["test"], dtype=np.int64).data)
-            h.update("\n".join(self.names.get("test", [])).encode())
-            self._test_fingerprint = h.hexdigest()[:16]
+            self._test_fingerprint = self.split_fingerprint("test")
         return self._test_fingerprint
+
+    def split_fingerprint(self, split: str) -> str:
+        """Hash of one split's images, labels and (if known) file names (see ``test_fingerprint``)."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.images[split]).data)
+        h.update(np.ascontiguousarray(self.labels[split], dtype=np.int64).data)
+        h.update("\n".join(self.names.get(split, [])).encode())
+        return h.hexdigest()[:16]
 
     @property
     def num_classes(self) -> int:
