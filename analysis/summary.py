@@ -100,9 +100,6 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
         trial_dir = Path(exp.trials.loc[exp.trials["trial"] == key, "trial_dir"].iloc[0])
         calibration = chosen_calibration(key, trial_dir, exp.predictions[key], trial_dir.parent,
                                          target_sensitivity, n_resamples=n_resamples, seed=seed)
-        if calibration is None:
-            notes.append(f"trial {key}: no val_predictions.npz (a search from before they were "
-                             "saved): no calibration or operating point")
     final = final_column(metric)  # importance: each trial's final metric
     full = exp.trials.merge(table[["trial", final]], on="trial")
     return Summary(
