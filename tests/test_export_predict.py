@@ -186,3 +186,18 @@ def test_colour_images_into_a_grayscale_model_are_refused(setup: dict, tmp_path:
         bundle.predict(colour)
     with pytest.raises(tl.TLError, match="does not fit"):
         bundle.predict(np.zeros((2, 4, 32, 32), np.uint8))
+
+
+def test_npz_split_input_scores_like_the_arrays(setup: dict, tmp_path: Path):
+    """``file.npz:test`` goes through tl.data's npz reader (MedMNIST layout, N x H x W x 3 here)."""
+    arrays = setup["arrays"]
+    npz = tmp_path / "new.npz"
+    np.savez(npz, **{f"{s}_images": arrays.images[s].transpose(0, 2, 3, 1) for s in ("train", "val", "test")},
+             **{f"{s}_labels": arrays.labels[s][:, None] for s in ("train", "val", "test")})
+    assert predict_main([str(setup["bundle"]), f"{npz}:test", "--out", str(tmp_path / "p.csv")]) == 0
+    frame = pd.read_csv(tmp_path / "p.csv")
+    meta = json.loads((setup["bundle"] / "model.json").read_text())
+    saved = _saved(setup["exp"], meta["provenance"]["trials"][0])
+    scaled = tl.calibration.apply_temperature(saved["probs"], meta["temperature"])
+    assert frame["file"][0] == f"{npz}:test[0]" and len(frame) == len(scaled)
+    np.testing.assert_allclose(frame[["p_neg", "p_pos"]].to_numpy(), scaled, atol=1e-5)

@@ -133,7 +133,9 @@ def save_test_grid(bundle, arrays, raw_test_probs: np.ndarray, path: Path, per_c
             if c < len(idx):
                 i = int(idx[c])
                 ax.imshow(overlay(bundle.check_channels(arrays.images["test"][i:i + 1])[0], maps[k]))
-                ax.set_title(f"{cell}: {names[labels[i]]}\np={probs[i].max():.2f} #{i}", fontsize=8)
+                shown = int(bundle.meta["positive_index"]) if probs.shape[1] == 2 else int(probs[i].argmax())
+                ax.set_title(f"{cell} (true {names[labels[i]]})\np({names[shown]})={probs[i, shown]:.2f}, test #{i}",
+                             fontsize=7)
                 k += 1
             elif c == 0:
                 ax.set_title(f"{cell}: none", fontsize=8)
