@@ -201,3 +201,18 @@ def test_npz_split_input_scores_like_the_arrays(setup: dict, tmp_path: Path):
     scaled = tl.calibration.apply_temperature(saved["probs"], meta["temperature"])
     assert frame["file"][0] == f"{npz}:test[0]" and len(frame) == len(scaled)
     np.testing.assert_allclose(frame[["p_neg", "p_pos"]].to_numpy(), scaled, atol=1e-5)
+
+
+def test_onnx_copy_matches_pytorch_within_its_tolerance(setup: dict, tmp_path: Path):
+    ort = pytest.importorskip("onnxruntime")
+    assert export_main([str(setup["exp"]), "--out", str(tmp_path / "b"), "--gradcam", "0", "--onnx"]) == 0
+    meta = json.loads((tmp_path / "b" / "model.json").read_text())
+    check = meta["members"][0]["onnx"]
+    assert check["max_abs_diff"] <= check["tolerance"] == 1e-4
+    # Independently: ONNX Runtime on Batcher's output gives the saved test probabilities.
+    bundle = tl.load_bundle(tmp_path / "b", device="cpu")
+    x = bundle.members[0].batcher(torch.device("cpu"))(torch.from_numpy(setup["arrays"].images["test"])).contiguous()
+    session = ort.InferenceSession(str(tmp_path / "b" / check["file"]), providers=["CPUExecutionProvider"])
+    probs = torch.from_numpy(session.run(None, {"image": x.numpy()})[0]).softmax(1).numpy()
+    saved = _saved(setup["exp"], meta["provenance"]["trials"][0])["probs"]
+    assert np.abs(probs - saved).max() <= 1e-4

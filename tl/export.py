@@ -46,6 +46,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where named datasets live, if not where the search found them")
     p.add_argument("--gradcam", type=int, default=3, metavar="N",
                    help="Grad-CAM grid of N test images per TP/FP/TN/FN cell (0: none)")
+    p.add_argument("--onnx", action="store_true",
+                   help="also write member<i>.onnx, checked against PyTorch with ONNX Runtime")
     return p
 
 
@@ -168,7 +170,7 @@ def calibration_figures(val: dict, test: dict, target: float) -> dict:
 
 def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int = 1,
            target_sensitivity: float = TARGET_SENSITIVITY, data_dir: str | None = None,
-           gradcam: int = 3) -> dict:
+           gradcam: int = 3, onnx: bool = False) -> dict:
     """Write the bundle to ``out`` (atomically: a temp folder renamed at the end); return model.json."""
     if out.exists():
         raise TLError(f"--out {out} exists; give a new folder")
@@ -236,6 +238,12 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
         (tmp / META_FILE).write_text(json.dumps(model_json, indent=1))
         if gradcam > 0:
             _gradcam_grid(bundle, arrays, mean["test"]["probs"], tmp, experiment, gradcam)
+        if onnx:
+            from tl.onnx_export import export_onnx
+
+            for spec, check in zip(model_json["members"], export_onnx(bundle, arrays.images["test"], tmp)):
+                spec["onnx"] = check
+            (tmp / META_FILE).write_text(json.dumps(model_json, indent=1))
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -269,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         meta = export(args.experiment, args.out, args.trial, args.ensemble, args.target_sensitivity,
-                      args.data_dir, args.gradcam)
+                      args.data_dir, args.gradcam, args.onnx)
     except TLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -281,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  threshold {cal['threshold']:.4f} for val sensitivity >= {cal['target_sensitivity']}: "
               f"test sensitivity {cal['test_sensitivity']:.3f}, specificity {cal['test_specificity']:.3f}")
     print(f"  reproduces the saved test predictions within {meta['provenance']['verified_max_abs_diff_test']:.1e}")
+    for spec in meta["members"]:
+        if "onnx" in spec:
+            print(f"  {spec['onnx']['file']}: ONNX Runtime matches PyTorch within {spec['onnx']['max_abs_diff']:.1e} "
+                  f"(tolerance {spec['onnx']['tolerance']:.0e})")
     return 0
 
 
