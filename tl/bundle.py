@@ -157,7 +157,7 @@ class Bundle:
         ``calibrated`` applies the bundle's val-fitted temperature; its threshold is on those.
         """
         if not isinstance(images, np.ndarray):
-            images, bad = self.decode_files(images, skip_bad=False)
+            images, _ = self.decode_files(images, skip_bad=False)
         probs = self.predict_raw(images, batch_size, progress)
         return apply_temperature(probs, float(self.meta.get("temperature", 1.0))) if calibrated else probs
 

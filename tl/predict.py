@@ -114,6 +114,8 @@ def _png_name(name: str) -> str:
 
 def write_csv(rows: list[dict], out: Path) -> None:
     """Write atomically: a temporary file in the same folder, renamed when complete."""
+    if not rows:
+        raise TLError("no images in the inputs: nothing to predict")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.part")
     try:
