@@ -216,3 +216,22 @@ def test_onnx_copy_matches_pytorch_within_its_tolerance(setup: dict, tmp_path: P
     probs = torch.from_numpy(session.run(None, {"image": x.numpy()})[0]).softmax(1).numpy()
     saved = _saved(setup["exp"], meta["provenance"]["trials"][0])["probs"]
     assert np.abs(probs - saved).max() <= 1e-4
+
+
+def test_vit_gradcam_reshapes_the_patch_tokens_of_the_last_attention_block():
+    """ViTs have no feature map: the layer is the last block's pre-attention norm, tokens on a grid."""
+    from tl.bundle import Bundle, Member
+    from tl.gradcam import heatmaps, token_layer
+    from tl.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small_vit", 2, None, image_size=32, patch_size=8).eval()
+    spec = {"trial": "vit", "backbone": "small_vit", "input_size": 32, "patch_size": 8, "mean": [0.5] * 3,
+            "std": [0.5] * 3, "channels_last": False, "precision": "fp32"}
+    bundle = Bundle({"class_names": ["a", "b"], "channels": 3, "temperature": 1.0}, [Member(model, spec)],
+                    torch.device("cpu"))
+    images = np.random.default_rng(0).integers(0, 255, (2, 3, 32, 32), dtype=np.uint8)
+    x = bundle.members[0].batcher(torch.device("cpu"))(torch.from_numpy(images[:1]))
+    assert token_layer(model, x) is model.encoder.layers[-1].norm1, "a norm after the last attention gets no patch gradient"
+    maps = heatmaps(bundle, images)
+    assert maps.shape == (2, 32, 32) and maps.max() == pytest.approx(1.0) and maps.std() > 0

@@ -3,8 +3,9 @@
 The maths is the ``grad-cam`` package's (``pytorch_grad_cam.GradCAM``); this module only picks the
 layer and draws. The layer is found by running the network once: the last module (in execution
 order) that outputs a 4-D feature map and is not a pooling layer, i.e. ``layer4`` for ResNets,
-``bn2`` for EfficientNet-Lite0, the last conv block's ReLU for ConvModel. ViTs output tokens, not
-maps, and are refused.
+``bn2`` for EfficientNet-Lite0, the last conv block's ReLU for ConvModel. ViTs output tokens: there
+the layer is the last LayerNorm whose patch tokens still reach the class output (the last block's
+pre-attention norm; one backward pass finds it), and its tokens are reshaped to a patch grid.
 """
 from __future__ import annotations
 
@@ -20,6 +21,40 @@ from tl.errors import TLError
 _POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
+def _token_grid(tokens: int) -> int | None:
+    side = int(round((tokens - 1) ** 0.5))
+    return side if side * side == tokens - 1 and side > 0 else None
+
+
+def token_layer(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
+    """For a ViT: the last LayerNorm over (N, 1 + side², C) tokens whose patch tokens get a gradient
+    from the top class (a norm after the last attention feeds only its own token), or None."""
+    grads: list[tuple[nn.Module, list]] = []
+
+    def hook(mod, _inputs, out):
+        if isinstance(out, torch.Tensor) and out.ndim == 3 and _token_grid(out.shape[1]) and out.requires_grad:
+            seen: list = []
+            out.register_hook(lambda g: seen.append(float(g[:, 1:].abs().sum())))
+            grads.append((mod, seen))
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    try:
+        with torch.enable_grad():
+            logits = model(example.clone().requires_grad_(True))
+            logits[:, logits.argmax(1)[0]].sum().backward()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    reached = [m for m, seen in grads if seen and seen[0] > 0]
+    return reached[-1] if reached else None
+
+
+def _reshape_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    side = _token_grid(tokens.shape[1])
+    return tokens[:, 1:, :].reshape(len(tokens), side, side, -1).permute(0, 3, 1, 2)
+
+
 def target_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """The last non-pooling module with a 4-D output (spatial > 1 where any has it)."""
     seen: list[tuple[nn.Module, tuple]] = []
@@ -33,8 +68,8 @@ def target_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
         for h in hooks:
             h.remove()
     if not seen:
-        raise TLError(f"Grad-CAM needs a convolutional feature map; {type(model).__name__} has none "
-                      "(ViTs are not covered)")
+        raise TLError(f"Grad-CAM needs a convolutional feature map or ViT patch tokens; "
+                      f"{type(model).__name__} has neither")
     spatial = [m for m, shape in seen if shape[-1] > 1 and shape[-2] > 1]
     return (spatial or [m for m, _ in seen])[-1]
 
@@ -55,8 +90,11 @@ def heatmaps(bundle, images: np.ndarray, classes: np.ndarray | None = None, batc
     for member in bundle.members:
         batcher = member.batcher(bundle.device)
         model = member.model
-        layer = target_layer(model, batcher(torch.from_numpy(images[:1]).to(bundle.device)))
-        with GradCAM(model=model, target_layers=[layer]) as cam:
+        example = batcher(torch.from_numpy(images[:1]).to(bundle.device))
+        layer, reshape = token_layer(model, example), _reshape_tokens
+        if layer is None:
+            layer, reshape = target_layer(model, example), None
+        with GradCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
             for i in range(0, len(images), batch_size):
                 x = batcher(torch.from_numpy(images[i:i + batch_size]).to(bundle.device))
                 targets = [ClassifierOutputTarget(int(c)) for c in classes[i:i + batch_size]]
