@@ -135,13 +135,15 @@ def _versions() -> dict:
     return out
 
 
-def _load_arrays(cfg: dict, data_dir: str | None, want_fingerprint: str, split_seed: int | None = None):
-    """The trial's arrays; carved splits use the seed the search carved them with (tl_search.json)."""
+def _load_arrays(cfg: dict, data_dir: str | None, want_fingerprint: str, split_seed: int | None = None,
+                 skip_bad: bool = False):
+    """The trial's arrays, loaded as the search loaded them: carved splits with the seed it carved
+    them with, unreadable files skipped if it skipped them (both from tl_search.json)."""
     from tl.data import load_dataset
 
     seed = cfg["seed"] if split_seed is None else split_seed
     arrays = load_dataset(cfg["dataset"], cfg["image_size"], data_dir or cfg["data_dir"], offline=True,
-                          seed=seed, groups=cfg.get("groups"))
+                          seed=seed, groups=cfg.get("groups"), skip_bad=skip_bad)
     if want_fingerprint and arrays.test_fingerprint != want_fingerprint:
         raise TLError(f"dataset {cfg['dataset']}: its test split is not the one the trial was tested on "
                       f"(fingerprint {arrays.test_fingerprint}, saved {want_fingerprint}); the data changed")
@@ -189,7 +191,8 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
     test_fp = str(test[0].get("test_fingerprint", ""))
     dataset = meta.get("dataset", {})
     split_seed = (dataset.get("split") or {}).get("seed")
-    arrays = _load_arrays(cfg0, data_dir, test_fp, split_seed)
+    skip_bad = bool((meta.get("args") or {}).get("skip_bad_images"))
+    arrays = _load_arrays(cfg0, data_dir, test_fp, split_seed, skip_bad)
     class_names = list(dataset.get("class_names") or arrays.class_names)
     binary = len(class_names) == 2
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +201,8 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
         members = []
         for i, row in enumerate(chosen):
             cfg = _config(row["trial_dir"])
-            member_arrays = arrays if cfg["image_size"] == cfg0["image_size"] else _load_arrays(cfg, data_dir, test_fp, split_seed)
+            member_arrays = (arrays if cfg["image_size"] == cfg0["image_size"]
+                             else _load_arrays(cfg, data_dir, test_fp, split_seed, skip_bad))
             spec = _member_spec(cfg, row["trial"], member_arrays, i)
             state = torch.load(_checkpoint_dir(row["trial_dir"]) / "best_model.pt", map_location="cpu",
                                weights_only=True)
