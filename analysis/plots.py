@@ -19,6 +19,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.classification import RocCurve  # noqa: E402
+from tl.calibration import Reliability  # noqa: E402
 from analysis.importance import Importance  # noqa: E402
 
 MAX_GROUP_PANELS = 24
@@ -207,7 +208,6 @@ def plot_confusion(matrices: Mapping[str, np.ndarray], class_names: Sequence[str
     return fig
 
 
-
 def plot_duplicate_pairs(audits: Sequence) -> Figure:
     """Thumbnails of the closest cross-split pairs each audit kept: one row per pair, side by side."""
     rows = [(a.experiment, a.pairs, i) for a in audits for i in range(len(a.pairs.get("thumb_a", [])))]
@@ -221,5 +221,23 @@ def plot_duplicate_pairs(audits: Sequence) -> Figure:
             name = str(pairs[f"name_{key}"][i]) if f"name_{key}" in pairs else ""
             ax.set_title(f"{split} ({kind})\n{_short(name, 34)}".strip(), fontsize=7)
             ax.set_axis_off()
+    return fig
+
+
+def plot_reliability(before: Reliability, after: Reliability) -> Figure:
+    """Accuracy against mean confidence per bin, raw and temperature-scaled; the diagonal is perfect."""
+    fig = Figure(figsize=(9, 4), dpi=DPI)
+    for k, (rel, name) in enumerate(((before, "raw"), (after, "temperature-scaled"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        centers = (rel.edges[:-1] + rel.edges[1:]) / 2
+        width = np.diff(rel.edges)
+        filled = rel.count > 0
+        share = rel.count[filled] / rel.count.sum()
+        ax.bar(centers[filled], rel.accuracy[filled], width=width[filled] * np.maximum(share, 0.15) ** 0.5,
+               color="tab:blue", alpha=0.6, edgecolor="tab:blue", label="accuracy")
+        ax.plot(centers[filled], rel.confidence[filled], "_", color="tab:red", ms=12, mew=2, label="mean confidence")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top class)", ylabel="accuracy", title=name)
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig

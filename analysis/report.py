@@ -31,6 +31,10 @@ FIGURES = {
     "roc": "ROC curves on the test split of the best trials",
     "confusion": "Confusion matrices on the test split of the best trials",
     "duplicate_pairs": "Closest cross-split image pairs the split audit found (left: first split)",
+    "reliability": "Reliability of the chosen model on the test split, before and after temperature "
+                   "scaling (fitted on val); bar width grows with the images in the bin",
+    "gradcam": "Grad-CAM of the chosen model on test images (true/false positives and negatives), "
+               "made by tl.export",
 }
 TOP_COLUMNS = ["trial", "experiment", "backbone", "freeze", "weights", "lr", "batch_size",
                "epochs_run", "status", "best_val_acc", "test_acc", "test_auc", "wall_time_s",
@@ -71,25 +75,54 @@ def chosen_table(chosen: pd.DataFrame) -> pd.DataFrame:
     for stat, low, high in (("test_acc", "acc_low", "acc_high"), ("test_auc", "auc_low", "auc_high")):
         frame[stat] = [f"{format_value(stat, v)} [{format_value(stat, lo)}, {format_value(stat, hi)}]"
                        for v, lo, hi in zip(frame[stat], frame[low], frame[high])]
-    frame = frame.drop(columns=["acc_low", "acc_high", "auc_low", "auc_high"])
+    frame = frame.drop(columns=[c for c in ("acc_low", "acc_high", "auc_low", "auc_high") if c in frame])
     level = f"{int(CI_LEVEL * 100)}% CI"
     return format_frame(frame.dropna(axis=1, how="all")).rename(
         columns={"test acc": f"test acc [{level}]", "test AUC": f"test AUC [{level}]"})
+
+
+def calibration_table(figures: pd.DataFrame) -> pd.DataFrame:
+    """Return the calibration figures as text, each value with its interval where it has one."""
+    cells = [f"{v:.4g}" if pd.isna(lo) else
+             f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(figures["value"], figures["low"], figures["high"])]
+    level = f"{int(CI_LEVEL * 100)}% CI"
+    return pd.DataFrame({"statistic": figures["statistic"], f"value [{level}]": cells, "on": figures["on"]})
 
 
 def _chosen_section(summary: Summary) -> Section:
     title = "The chosen model"
     if summary.chosen.empty:
         return Section(title, ["No trial saved test predictions: nothing was tested."], [], [])
-    section = Section(title, [
+    tables = [("", chosen_table(summary.chosen))]
+    paragraphs = [
         f"The top trial of Table 1 by the rule of choice (best {summary.metric} among trials tested "
         "at the end of their epochs): the model this search hands you, chosen on validation only. Its test accuracy and AUC carry "
-        f"{int(CI_LEVEL * 100)}% percentile bootstrap intervals (test images resampled, seeded)."],
-        [("", chosen_table(summary.chosen))], [])
+        f"{int(CI_LEVEL * 100)}% percentile bootstrap intervals (test images resampled, seeded). "
+        "Export it with python -m tl.export EXPERIMENT --out BUNDLE; score new images with "
+        "python -m tl.predict BUNDLE IMAGES... --out predictions.csv."]
+    figures = []
+    if summary.ensemble is not None and len(summary.ensemble):
+        tables.append(("Top-k ensemble (mean probability; tl.export --ensemble K)", chosen_table(summary.ensemble)))
+    cal = summary.calibration
+    if cal is None:
+        paragraphs.append("No calibration or operating point: the chosen trial saved no val_predictions.npz "
+                          "(searches from before val predictions were saved). Re-run the search to get them.")
+    else:
+        paragraphs.append(
+            "Calibration and operating point: the temperature and the threshold are fitted on the "
+            "trial's val predictions only, then measured on test (the same numbers tl.export writes "
+            "into the bundle). ECE is the image-weighted mean gap between confidence and accuracy "
+            "over 15 equal-width confidence bins.")
+        tables.append(("Calibration and operating point", calibration_table(cal.figures)))
+        figures.append("reliability")
+        if cal.gradcam is not None:
+            figures.append("gradcam")
+        else:
+            paragraphs.append("No Grad-CAM grid yet: python -m tl.export writes one into this experiment.")
     if summary.finalists is not None:  # the search's single pick is not the last word then
-        section.paragraphs.append("This search also re-trained its best recipes over seeds: the recipe "
-                                  "to trust is the winner in Finalists, below.")
-    return section
+        paragraphs.append("This search also re-trained its best recipes over seeds: the recipe "
+                          "to trust is the winner in Finalists, below.")
+    return Section(title, paragraphs, tables, figures)
 
 
 def _finalists_section(summary: Summary) -> Section:

@@ -25,7 +25,7 @@ from analysis.experiments import newest_experiment
 from analysis.finalists import finalist_lines
 from analysis.formatting import format_frame
 from analysis.report import (
-    chosen_table, comparisons_table, render_html, render_markdown, report_sections, top_table,
+    calibration_table, chosen_table, comparisons_table, render_html, render_markdown, report_sections, top_table,
 )
 from analysis.summary import Summary, build_summary
 from analysis.tables import GROUP_COLUMNS, epochs_run_counts
@@ -52,6 +52,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                             f"(default: {','.join(GROUP_COLUMNS)})")
     group.add_argument("--top", type=int, default=5,
                        help="number of best trials to plot and print (default: %(default)s)")
+    group.add_argument("--ensemble", type=int, default=3, metavar="K",
+                       help="the chosen-model section's top-K ensemble row (default: %(default)s; 1: none)")
+    group.add_argument("--target-sensitivity", type=float, default=0.95,
+                       help="binary tasks: val sensitivity the operating threshold must reach "
+                            "(default: %(default)s)")
     return parser
 
 
@@ -75,7 +80,11 @@ def draw_figures(summary: Summary) -> dict[str, bytes]:
     if summary.roc:
         figures["roc"] = plots.plot_roc(summary.roc)
         figures["confusion"] = plots.plot_confusion(summary.confusion, summary.class_names)
+    if summary.calibration is not None:
+        figures["reliability"] = plots.plot_reliability(summary.calibration.before, summary.calibration.after)
     images = {}
+    if summary.calibration is not None and summary.calibration.gradcam is not None:
+        images["gradcam"] = summary.calibration.gradcam.read_bytes()  # drawn by tl.export, with the model
     for name, fig in figures.items():
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
@@ -139,6 +148,11 @@ def print_summary(summary: Summary, written: Sequence[Path]) -> None:
         if len(summary.chosen):
             print("\nChosen on val (test acc and AUC with 95% bootstrap intervals):")
             print(chosen_table(summary.chosen).to_string(index=False))
+            if summary.ensemble is not None and len(summary.ensemble):
+                print(chosen_table(summary.ensemble).to_string(index=False))
+            if summary.calibration is not None:
+                print("\nCalibration (fitted on val, measured on test):")
+                print(calibration_table(summary.calibration.figures).to_string(index=False))
         if len(summary.comparisons):
             print("\nPaired comparisons (test accuracy, A - B with 95% CI, McNemar exact p):")
             shown = comparisons_table(summary.comparisons).drop(columns=["trial A", "trial B"])
@@ -175,7 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             group_by = [c.strip() for c in args.group_by.split(",") if c.strip()]
             if not group_by:
                 raise AnalysisError("--group-by needs at least one column")
-        summary = build_summary(paths, group_by=group_by, top=args.top)
+        if not 0 < args.target_sensitivity <= 1:
+            raise AnalysisError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
+        summary = build_summary(paths, group_by=group_by, top=args.top, ensemble=args.ensemble,
+                                target_sensitivity=args.target_sensitivity)
         out = args.out or Path(paths[0]) / OUT_SUBDIR
         written = write_outputs(summary, out)
     except AnalysisError as exc:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.audit import SplitAudit, read_split_audits
+from analysis.calibration import Calibration, chosen_calibration, ensemble_row
 from analysis.classification import RocCurve, confusion_matrix, roc_curves
 from analysis.comparisons import chosen_model, paired_comparisons
 from analysis.diagnostics import diagnose_trials
@@ -47,6 +48,8 @@ class Summary(NamedTuple):
     notes: list[str]
     audits: list[SplitAudit]  # split audit per experiment that recorded one
     finalists: Finalists | None = None  # the finalist stage over seeds, when the search ran one
+    calibration: Calibration | None = None  # the chosen trial's, fitted on val
+    ensemble: pd.DataFrame | None = None  # mean probability of the top-k trials, with intervals
 
 
 def _class_names(exp: Experiment) -> list[str]:
@@ -58,7 +61,8 @@ def _class_names(exp: Experiment) -> list[str]:
 
 
 def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = None, top: int = 5,
-                  n_resamples: int = N_RESAMPLES, seed: int = SEED) -> Summary:
+                  n_resamples: int = N_RESAMPLES, seed: int = SEED, ensemble: int = 3,
+                  target_sensitivity: float = 0.95) -> Summary:
     """Read ``paths`` and compute every table, diagnosis and figure input.
 
     Args:
@@ -67,6 +71,8 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
             backbone, freeze, weights that the trials have (else status).
         top: how many best trials get curves, ROC and confusion matrices.
         n_resamples, seed: of the paired bootstrap.
+        ensemble: the top-k ensemble's k (below 2: no ensemble row).
+        target_sensitivity: the val sensitivity the binary threshold must reach.
 
     Raises:
         AnalysisError: unusable folders, no reported epoch, the metric missing from every
@@ -91,6 +97,13 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
     top_trials = list(ranked["trial"].head(top))
     with_predictions = [t for t in ranked["trial"] if t in exp.predictions][:top]
     class_names = _class_names(exp)
+    chosen = chosen_model(table, exp.predictions, column, mode, n_resamples=n_resamples, seed=seed)
+    calibration = None
+    if len(chosen):
+        key = str(chosen["trial"].iloc[0])
+        trial_dir = Path(exp.trials.loc[exp.trials["trial"] == key, "trial_dir"].iloc[0])
+        calibration = chosen_calibration(key, trial_dir, exp.predictions[key], trial_dir.parent,
+                                         target_sensitivity, n_resamples=n_resamples, seed=seed)
     final = final_column(metric)  # importance: each trial's final metric
     full = exp.trials.merge(table[["trial", final]], on="trial")
     return Summary(
@@ -98,7 +111,7 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
         table=table, groups=best_per_group(table, group_by, column, mode),
         comparisons=paired_comparisons(table, exp.predictions, column, mode,
                                        n_resamples=n_resamples, seed=seed),
-        chosen=chosen_model(table, exp.predictions, column, mode, n_resamples=n_resamples, seed=seed),
+        chosen=chosen,
         seeds=seed_repeats(table, exp.config_columns, exp.trials),
         diagnostics=diagnostics,
         importance=param_importances(full, exp.config_columns, final, mode),
@@ -106,7 +119,8 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
         roc={t: roc_curves(exp.predictions[t], class_names) for t in with_predictions},
         confusion={t: confusion_matrix(exp.predictions[t]) for t in with_predictions},
         class_names=class_names, group_trials=group_members(table, group_by),
-        notes=list(exp.notes),
+        notes=list(exp.notes), calibration=calibration,
+        ensemble=ensemble_row(table, exp.predictions, column, mode, ensemble, n_resamples=n_resamples, seed=seed),
         audits=read_split_audits(paths),
         finalists=build_finalists(finalist_exp, n_resamples=n_resamples, seed=seed)
         if finalist_exp is not None else None,

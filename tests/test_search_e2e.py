@@ -137,6 +137,8 @@ def test_asha_stops_some_trials_and_completed_ones_are_tested_once(smoke_experim
         assert preds["probs"].shape == (624, 2)
         assert np.allclose(preds["probs"].sum(1), 1, atol=1e-4)
         assert abs((preds["probs"].argmax(1) == preds["labels"]).mean() - last["test_acc"]) < 1e-9
+        val = np.load(t["dir"] / "val_predictions.npz")
+        assert val["probs"].shape == (524, 2) and str(val["test_fingerprint"]) == str(preds["test_fingerprint"])
     for t in stopped:
         assert not any("test_acc" in r for r in t["rows"]), "a stopped trial saw the test split"
 
@@ -293,3 +295,23 @@ def test_verbose_brings_back_rays_own_output(tmp_path, data_dir):
     assert "started with configuration" in out and "Trial status" in out, out[-2000:]
     assert "(train_transfer pid=" in out, "worker output should reach the driver with --verbose"
     assert not [ln for ln in out.splitlines() if STATUS.match(ln)], "no live-view status lines with --verbose"
+
+
+def test_export_and_predict_the_trial_the_search_printed(smoke_experiment, data_dir, tmp_path):
+    """The issue-14 flow on a real search: export what tl.search printed, predict its test split."""
+    from tl.export import main as export_main
+    from tl.predict import main as predict_main
+
+    printed = (smoke_experiment.parent / "search_stdout.txt").read_text()
+    folder = smoke_experiment / Path(printed.split("trial folder: ")[1].splitlines()[0]).name
+    assert export_main([str(smoke_experiment), "--out", str(tmp_path / "bundle"), "--data-dir", str(data_dir)]) == 0
+    meta = json.loads((tmp_path / "bundle" / "model.json").read_text())
+    assert folder.name.startswith(meta["provenance"]["trials"][0]), (folder.name, meta["provenance"]["trials"])
+    out = tmp_path / "p.csv"
+    assert predict_main([str(tmp_path / "bundle"), f"{data_dir / 'pneumoniamnist.npz'}:test", "--out", str(out)]) == 0
+    import pandas as pd
+    from tl.calibration import apply_temperature
+
+    saved = np.load(folder / "test_predictions.npz")["probs"]
+    got = pd.read_csv(out)[["p_normal", "p_pneumonia"]].to_numpy()
+    assert np.abs(got - apply_temperature(saved, meta["temperature"])).max() <= 1e-5

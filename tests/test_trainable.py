@@ -100,6 +100,28 @@ def test_last_epoch_reports_test_metrics_from_the_best_val_weights(reference_run
     assert loss == pytest.approx(last["test_loss"], rel=1e-5)
 
 
+def test_last_epoch_saves_the_best_epochs_val_predictions(reference_run: dict, pneumonia: DatasetArrays,
+                                                          tmp_path: Path):
+    """A temperature, threshold or ensemble is fitted on val: the val outputs of the epoch val chose."""
+    state, last = reference_run["state"], reference_run["metrics"][-1]
+    val = state["val_predictions"]
+    np.testing.assert_array_equal(val["labels"], pneumonia.labels["val"], err_msg="val labels, in order")
+    assert str(val["val_fingerprint"]) == pneumonia.split_fingerprint("val") != pneumonia.test_fingerprint
+    assert str(val["test_fingerprint"]) == pneumonia.test_fingerprint
+    assert int(val["best_epoch"]) == last["best_epoch"]
+    best = reference_run["metrics"][last["best_epoch"] - 1]
+    assert float((val["probs"].argmax(1) == val["labels"]).mean()) == pytest.approx(best["val_acc"]), \
+        "the saved val probabilities are the best epoch's, not the last one's"
+    model = build_model("convmodel", 2)
+    model.load_state_dict(state["best_model"])
+    mean = std = torch.full((1, 3, 1, 1), 0.5)
+    _, again = evaluate(model, torch.from_numpy(pneumonia.images["val"]), torch.from_numpy(pneumonia.labels["val"]),
+                        Batcher(28, mean, std, False), CPU)
+    np.testing.assert_allclose(again, val["probs"], atol=1e-5, err_msg="val predictions = best model on val")
+    save_checkpoint(state, tmp_path)
+    assert {"val_predictions.npz", "test_predictions.npz"} <= {p.name for p in tmp_path.iterdir()}
+
+
 def test_same_config_and_seed_give_identical_metrics(reference_run: dict, pneumonia: DatasetArrays):
     again = _run(CONFIG, pneumonia)
     for ref, new in zip(reference_run["metrics"], again):

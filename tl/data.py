@@ -66,13 +66,19 @@ class DatasetArrays:
         images in the same order. ImageFolder: the test file list and labels, so decoding at
         another image size is still the same split; npz: the test pixels, labels and names."""
         if not self._test_fingerprint:
-            h = hashlib.sha256()
-            h.update(np.ascontiguousarray(self.labels["test"], dtype=np.int64).data)
-            h.update("\n".join(self.names.get("test", [])).encode())
-            if not (self.split_record.get("source") == "imagefolder" and self.names.get("test")):
-                h.update(np.ascontiguousarray(self.images["test"]).data)
-            self._test_fingerprint = h.hexdigest()[:16]
+            self._test_fingerprint = self.split_fingerprint("test")
         return self._test_fingerprint
+
+    def split_fingerprint(self, split: str) -> str:
+        """Hash of one split's labels and file names, and its pixels unless it is an ImageFolder
+        split with known files (so decoding at another image size is the same split); see
+        ``test_fingerprint``."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.labels[split], dtype=np.int64).data)
+        h.update("\n".join(self.names.get(split, [])).encode())
+        if not (self.split_record.get("source") == "imagefolder" and self.names.get(split)):
+            h.update(np.ascontiguousarray(self.images[split]).data)
+        return h.hexdigest()[:16]
 
     @property
     def num_classes(self) -> int:

@@ -53,6 +53,8 @@ SCHEDULERS = {
 
 
 PRECISIONS = ("fp32", "bf16")
+# Saved once a trial is tested, from its best-by-val epoch: ``<key>.npz`` in checkpoint and trial folder.
+PREDICTION_FILES = ("test_predictions", "val_predictions")
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -225,7 +227,8 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
     """Train per ``config``; yield (metrics, checkpoint state) after every epoch.
 
     The last epoch's metrics also carry test metrics from the best-by-val weights and the
-    state carries ``test_predictions``. ``checkpoint_dir`` resumes from a saved state.
+    state carries ``test_predictions`` and that epoch's ``val_predictions`` (what a temperature,
+    a threshold or an ensemble is fitted on). ``checkpoint_dir`` resumes from a saved state.
     """
     cfg = {**DEFAULTS, **config}
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -261,7 +264,7 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
     step_net = torch.compile(net) if cfg["compile"] else net
     amp_dtype = autocast_dtype(cfg["precision"])
     sign = 1 if cfg["mode"] == "max" else -1
-    start, best = 1, {"score": -math.inf, "epoch": 0, "model": None}
+    start, best = 1, {"score": -math.inf, "epoch": 0, "model": None, "val_probs": None}
     if checkpoint_dir:
         saved = torch.load(Path(checkpoint_dir) / "state.pt", map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
@@ -269,7 +272,8 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
         scheduler.load_state_dict(saved["scheduler"])
         start = saved["epoch"] + 1
         best = {"score": saved["best_score"], "epoch": saved["best_epoch"],
-                "model": torch.load(Path(checkpoint_dir) / "best_model.pt", map_location=device, weights_only=True)}
+                "model": torch.load(Path(checkpoint_dir) / "best_model.pt", map_location=device, weights_only=True),
+                "val_probs": saved.get("best_val_probs")}
     restored = start > 1
     for epoch in range(start, cfg["epochs"] + 1):
         if cfg["fail_at_epoch"] == epoch and not restored:
@@ -291,27 +295,36 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
                    "input_size": size, **counts}
         score = sign * metrics[cfg["metric"]]
         if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            best = {"score": score, "epoch": epoch, "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                    "val_probs": torch.from_numpy(val_probs.astype(np.float32))}
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "epoch": epoch, "best_score": best["score"], "best_epoch": best["epoch"], "best_model": best["model"]}
+                 "epoch": epoch, "best_score": best["score"], "best_epoch": best["epoch"], "best_model": best["model"],
+                 "best_val_probs": best["val_probs"]}
         if epoch == cfg["epochs"]:
             model.load_state_dict(best["model"])  # test once, with the weights val chose
             test_loss, test_probs = evaluate(step_net, *split["test"], eval_batcher, device, amp_dtype=amp_dtype)
             test_labels = split["test"][1].cpu().numpy()
             metrics.update({"test_loss": test_loss, **classification_metrics(test_probs, test_labels, "test"),
                             "test_n": len(test_labels), "best_epoch": best["epoch"]})
-            # The fingerprint lets a paired comparison check both sides saw the same test images.
-            state["test_predictions"] = {"probs": test_probs.astype(np.float32), "labels": test_labels,
-                                         "test_fingerprint": np.array(arrays.test_fingerprint)}
+            # The fingerprints let a paired comparison (or a val-fitted calibration) check both
+            # sides saw the same images.
+            prints = {"test_fingerprint": np.array(arrays.test_fingerprint),
+                      "val_fingerprint": np.array(arrays.split_fingerprint("val")),
+                      "best_epoch": np.array(best["epoch"])}
+            state["test_predictions"] = {"probs": test_probs.astype(np.float32), "labels": test_labels, **prints}
+            if best["val_probs"] is not None:  # None only if a checkpoint from before val was saved
+                state["val_predictions"] = {"probs": best["val_probs"].cpu().numpy(),
+                                            "labels": split["val"][1].cpu().numpy(), **prints}
         yield metrics, state
 
 
 def save_checkpoint(state: dict, directory: Path) -> None:
-    """Write the last state, the best-by-val weights and (at the end) the test predictions."""
-    torch.save({k: v for k, v in state.items() if k not in ("best_model", "test_predictions")}, directory / "state.pt")
+    """Write the last state, the best-by-val weights and (at the end) the test and val predictions."""
+    torch.save({k: v for k, v in state.items() if k not in ("best_model", *PREDICTION_FILES)}, directory / "state.pt")
     torch.save(state["best_model"], directory / "best_model.pt")
-    if "test_predictions" in state:
-        np.savez(directory / "test_predictions.npz", **state["test_predictions"])
+    for key in PREDICTION_FILES:
+        if key in state:
+            np.savez(directory / f"{key}.npz", **state[key])
 
 
 def _trial_threads() -> int:
@@ -349,16 +362,17 @@ def train_transfer(config: dict, datasets: dict | None = None, weight_refs: dict
         for metrics, state in run_epochs(cfg, arrays, state_dict, restore_dir):
             with tempfile.TemporaryDirectory() as tmp:
                 save_checkpoint(state, Path(tmp))
-                if "test_predictions" in state:
-                    _save_beside_trial(state["test_predictions"])
+                _save_beside_trial(state)
                 tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-def _save_beside_trial(predictions: dict) -> None:
-    """Also put test_predictions.npz in the trial folder, where analysis looks first.
+def _save_beside_trial(state: dict) -> None:
+    """Also put test_predictions.npz and val_predictions.npz in the trial folder, where analysis looks first.
 
     Ray runs the trial in its working directory (``RAY_CHDIR_TO_TRIAL_DIR``, on by default) and,
     with ``SyncConfig(sync_artifacts=True)``, syncs it to the trial folder on every checkpoint, on
     any node and for reused actors alike. The latest checkpoint holds a copy either way.
     """
-    np.savez(Path.cwd() / "test_predictions.npz", **predictions)
+    for key in PREDICTION_FILES:
+        if key in state:
+            np.savez(Path.cwd() / f"{key}.npz", **state[key])
