@@ -292,7 +292,7 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                    **classification_metrics(val_probs, split["val"][1].cpu().numpy(), "val"), "lr": lr,
                    "epoch_time_s": time.perf_counter() - t0, "images_per_s": len(split["train"][1]) / train_time,
-                   "input_size": size, **counts}
+                   "input_size": size, "device": device.type, **counts}
         score = sign * metrics[cfg["metric"]]
         if score > best["score"]:
             best = {"score": score, "epoch": epoch, "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
