@@ -113,6 +113,25 @@ class SilentReporter(tune.ProgressReporter):
         pass
 
 
+def run_options(callbacks: list, verbose: bool) -> dict:
+    """The console's ``tune.RunConfig`` settings: quiet, with ``callbacks`` (a ``LiveView``)
+    speaking instead of Ray (verbose 0, an empty progress table), or Ray's full output."""
+    return {"callbacks": callbacks, "verbose": 2 if verbose else 0,
+            "progress_reporter": None if verbose else SilentReporter()}
+
+
+def set_restored_options(tuner, options: dict) -> None:
+    """Give a restored Tuner this run's console settings.
+
+    ``Tuner.restore`` brings back the saved RunConfig, callbacks included (a stale ``LiveView``,
+    the old verbosity); Ray 2.60 has no public way to replace them, so set them on the local tuner.
+    """
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    if run_config is not None:
+        for key, value in options.items():
+            setattr(run_config, key, value)
+
+
 class LiveView(tune.Callback):
     """Status line every ``interval_s``, one line per ended or retried trial.
 

@@ -52,20 +52,29 @@ def finalist_dirname(trial) -> str:
     return f"{trial.trial_id}_finalist_r{trial.config.get(RECIPE_KEY)}_s{trial.config.get('seed')}"
 
 
-def _new_tuner(trainable, configs: list[dict], space, where: str):
+def _console(space, n_trials: int, verbose: bool) -> dict:
+    """The search's console for this stage too: a status line and one line per trial, or Ray's own."""
+    from tl.console import LiveView, run_options
+
+    return run_options([] if verbose else [LiveView(space.metric, space.mode, n_trials)], verbose)
+
+
+def _new_tuner(trainable, configs: list[dict], space, where: str, verbose: bool):
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    # Points replace samples of param_space, so it holds every key they set; the seed is a choice
+    # there, or Ray warns that each point's seed differs from a constant one.
     return tune.Tuner(
         trainable,
-        param_space=configs[0],  # points replace samples of param_space, so it holds every key they set
+        param_space={**configs[0], "seed": tune.choice(sorted({c["seed"] for c in configs}))},
         tune_config=tune.TuneConfig(
             search_alg=BasicVariantGenerator(points_to_evaluate=configs), scheduler=FIFOScheduler(),
             metric=space.metric, mode=space.mode, num_samples=len(configs), reuse_actors=True,
             trial_dirname_creator=finalist_dirname),
         run_config=tune.RunConfig(
-            name=FINALIST_DIR, storage_path=where, verbose=1,
+            name=FINALIST_DIR, storage_path=where, **_console(space, len(configs), verbose),
             sync_config=tune.SyncConfig(sync_artifacts=True),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
                                                     checkpoint_score_order=space.mode),
@@ -73,7 +82,7 @@ def _new_tuner(trainable, configs: list[dict], space, where: str):
 
 
 def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_dir: Path | None,
-                       search_file: str) -> int:
+                       search_file: str, verbose: bool = False) -> int:
     """Run (or continue) the finalist stage and print its outcome; return the exit status.
 
     Args:
@@ -81,6 +90,7 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
         results, ranked: the search's Results and ``tl.search.ranked_results`` of them.
         where: the experiment folder (path or URI); the stage's Tuner lives in ``where/finalists``.
         exp_dir: the same as a local Path, None for cloud storage.
+        verbose: Ray's full output instead of the status lines (``--verbose``).
     """
     from ray import tune
 
@@ -88,6 +98,9 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
     if tune.Tuner.can_restore(path):
         print(f"[tl.search] finalists: continuing the stage in {path} (finished trials are kept)")
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        from tl.console import set_restored_options
+
+        set_restored_options(tuner, _console(space, space.finalists * space.finalist_seeds, verbose))
     else:
         configs, plan, lines = plan_finalists(results, ranked, space.finalists, space.finalist_seeds)
         for line in lines:
@@ -97,7 +110,7 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
             return 0
         _record_plan(exp_dir, search_file, plan)
         print(f"[tl.search] finalists: {plan['k']} recipe(s) x seeds {plan['seeds']}, full epochs, no early stopping")
-        tuner = _new_tuner(trainable, configs, space, where)
+        tuner = _new_tuner(trainable, configs, space, where, verbose)
     done = tuner.fit()
     print(f"\n[tl.search] finalists: {len(done)} trials, {len(done.errors)} errored. Folder: {path}")
     if len(done.errors) == len(done):

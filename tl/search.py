@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tl.audit import AUDIT_FILE, audit_lines, audit_splits, save_pairs
 from tl.data import load_dataset, resolve_dataset_path
-from tl.console import PREFIX, LiveView, SilentReporter, resume_command, space_summary
+from tl.console import PREFIX, LiveView, resume_command, run_options, set_restored_options, space_summary
 from tl.errors import TLError
 from tl.finalist_stage import run_finalist_stage
 from tl.finalists import parse_count
@@ -254,12 +254,29 @@ def _require_mlflow() -> None:
         raise TLError("--mlflow needs MLflow: pip install -e '.[mlflow]'") from None
 
 
-def _stop_on_sigterm() -> None:
-    """Treat SIGTERM like Ctrl-C: Tune saves the experiment state and returns, so --resume can go on."""
-    import threading
+class _StopSignals:
+    """Ctrl-C and SIGTERM ask Tune to stop gracefully (save the experiment state and return), and
+    remember that they did, so the search can say how to ``--resume`` it; a second one stops at once.
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    Tune's own SIGINT handler is turned off (``TUNE_DISABLE_SIGINT_HANDLER``) and Tune is asked
+    through SIGUSR1, the other signal its graceful stop listens to: after such a stop its results
+    cannot tell an interrupted trial from a finished one, but this flag can.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.received = False
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+            signal.signal(signal.SIGINT, self._handle)
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, *_) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = True
+        os.kill(os.getpid(), signal.SIGUSR1)
 
 
 def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
@@ -320,12 +337,7 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if args.resume:
         tuner = tune.Tuner.restore(str(Path(storage) / name) if exp_dir else f"{storage}/{name}", trainable,
                                    resume_unfinished=True, resume_errored=True)
-        # Tuner.restore brings back the saved RunConfig, callbacks included (a stale LiveView, the old
-        # verbosity); Ray 2.60 has no public way to replace them, so set this run's on the local tuner.
-        run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
-        if run_config is not None:
-            run_config.callbacks, run_config.verbose = callbacks, (2 if args.verbose else 0)
-            run_config.progress_reporter = None if args.verbose else SilentReporter()
+        set_restored_options(tuner, run_options(callbacks, args.verbose))
     else:
         if exp_dir is not None:
             exp_dir.mkdir(parents=True)
@@ -351,16 +363,15 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage,
-                # 0: no per-trial config boxes or tables (LiveView prints instead); --verbose: Ray's all.
-                verbose=2 if args.verbose else 0, callbacks=callbacks,
-                progress_reporter=None if args.verbose else SilentReporter(),
+                # no per-trial config boxes or tables (LiveView prints instead); --verbose: Ray's all
+                **run_options(callbacks, args.verbose),
                 sync_config=tune.SyncConfig(sync_artifacts=True),  # test_predictions.npz beside the trial
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
                                                         checkpoint_score_order=space.mode),
                 failure_config=tune.FailureConfig(max_failures=space.max_failures)))
     print(f"{PREFIX} experiment {name}: {space.num_samples} trials; "
           + ("Ray's full output (--verbose)" if args.verbose else f"a status line every {live.interval_s:.0f} s"))
-    _stop_on_sigterm()
+    stop = _StopSignals()
     resume_hint = f"  {resume_command(argv if argv is not None else sys.argv[1:], name)}"
     try:
         results = tuner.fit()
@@ -370,9 +381,9 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     where = f"{storage}/{name}"
     done = results.num_terminated + results.num_errors
     budget_hit = args.time_budget_s is not None and live.clock() - live.started >= args.time_budget_s
-    if (done < len(results) or len(results) < space.num_samples) and not budget_hit:
-        print(f"{PREFIX} interrupted: {done} of {space.num_samples} trials done, state saved. Continue with:\n"
-              f"{resume_hint}")
+    if stop.received or ((done < len(results) or len(results) < space.num_samples) and not budget_hit):
+        # After a graceful stop Tune reports unfinished trials as terminated: no count is trustworthy.
+        print(f"{PREFIX} interrupted; the experiment state is saved. Continue with:\n{resume_hint}")
         return 130
     if not args.verbose:
         print(live.status_line())
@@ -391,7 +402,7 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                   f"-r {run_id} -a report")
     if status == 0 and space.finalists:
         status = run_finalist_stage(trainable, results, ranked_results(results, space.metric, space.mode), space,
-                                    where, exp_dir, SEARCH_FILE)
+                                    where, exp_dir, SEARCH_FILE, verbose=args.verbose)
     return status
 
 
