@@ -315,3 +315,17 @@ def test_export_and_predict_the_trial_the_search_printed(smoke_experiment, data_
     saved = np.load(folder / "test_predictions.npz")["probs"]
     got = pd.read_csv(out)[["p_normal", "p_pneumonia"]].to_numpy()
     assert np.abs(got - apply_temperature(saved, meta["temperature"])).max() <= 1e-5
+
+
+def test_export_hands_out_the_finalist_winner_as_its_seed_ensemble(grid_experiment, data_dir, tmp_path):
+    """Issue 14: with a finalist stage, tl.export exports the winning recipe's seeds, not the search's pick."""
+    from tl.export import main as export_main
+
+    runs = _trials(grid_experiment / "finalists")
+    means = _finalist_means(runs)
+    winner = min(means, key=lambda r: (-means[r][0], means[r][1], r))
+    seeds = {t["rows"][-1]["trial_id"] for t in runs if t["params"]["recipe_id"] == winner}
+    assert export_main([str(grid_experiment), "--out", str(tmp_path / "b"), "--data-dir", str(data_dir),
+                        "--gradcam", "0"]) == 0
+    meta = json.loads((tmp_path / "b" / "model.json").read_text())
+    assert meta["kind"] == "ensemble" and set(meta["provenance"]["trials"]) == seeds, (meta["provenance"], seeds)

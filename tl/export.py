@@ -55,24 +55,43 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def tested_trials(experiment: Path) -> tuple[list[dict], dict, list[str]]:
-    """Tested trials best-first by ``tl.choice``'s rule, ``tl_search.json``, and every trial id."""
-    from analysis.errors import AnalysisError
-    from analysis.load import load_experiments
+def _tested_rows(exp) -> tuple[list[dict], list[str]]:
+    """An experiment's tested trials best-first by ``tl.choice``'s rule (Table 1's order), and every id."""
     from analysis.tables import rank_column, trial_table
     from tl.choice import rank_trials
 
-    try:
-        exp = load_experiments([experiment])
-    except AnalysisError as exc:
-        raise TLError(str(exc)) from None
     table = rank_trials(trial_table(exp), rank_column(exp.meta["metric"]), exp.meta["mode"])
     dirs = dict(zip(exp.trials["trial_id"], exp.trials["trial_dir"]))
     rows = []
     for _, row in table.iterrows():
         if "test_acc" in row and not np.isnan(row["test_acc"]) and row["trial"] in dirs:
             rows.append({**row.to_dict(), "trial_dir": Path(dirs[row["trial"]])})
-    return rows, exp.meta, list(table["trial"])
+    return rows, list(table["trial"])
+
+
+def tested_trials(experiment: Path) -> tuple[list[dict], dict, list[str], list[dict]]:
+    """The search's tested trials best-first (Table 1's order), ``tl_search.json``, every trial id
+    (finalists' too), and the finalist winner's tested seed trials (empty without a finalist stage)."""
+    from analysis.errors import AnalysisError
+    from analysis.finalists import build_finalists, split_stages
+    from analysis.load import load_experiments
+    from tl.finalists import RECIPE_KEY
+
+    try:
+        search, stage = split_stages(load_experiments([experiment]))
+    except AnalysisError as exc:
+        raise TLError(str(exc)) from None
+    rows, ids = _tested_rows(search)
+    winner_rows: list[dict] = []
+    if stage is not None:
+        stage_rows, stage_ids = _tested_rows(stage)
+        ids += stage_ids
+        recipes = build_finalists(stage).recipes
+        if len(recipes) and recipes["winner"].iloc[0]:
+            winner = recipes[RECIPE_KEY].iloc[0]
+            recipe_of = dict(zip(stage.trials["trial"], stage.trials[RECIPE_KEY]))
+            winner_rows = [r for r in stage_rows if recipe_of.get(r["trial"]) == winner]
+    return rows, search.meta, ids, winner_rows
 
 
 def _verify_device(chosen: list[dict]) -> tuple[str, str]:
@@ -192,8 +211,13 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
         raise TLError(f"--out {out} exists; give a new folder")
     if not experiment.is_dir():
         raise TLError(f"{experiment}: not an experiment folder")
-    rows, meta, all_ids = tested_trials(experiment)
-    chosen = select_trials(rows, all_ids, trial, ensemble)
+    rows, meta, all_ids, winner_rows = tested_trials(experiment)
+    if winner_rows and trial is None and ensemble == 1:
+        # The search re-trained its best recipes over seeds: the model to hand out is the winning
+        # recipe, as its seeds' ensemble (the report's "seed ensemble" row), not the search's pick.
+        chosen = select_trials(winner_rows, all_ids, None, len(winner_rows))
+    else:
+        chosen = select_trials(rows + winner_rows, all_ids, trial, ensemble)
     val = [_predictions(r["trial_dir"], "val") for r in chosen]
     test = [_predictions(r["trial_dir"], "test") for r in chosen]
     if len({str(v.get("val_fingerprint", "")) for v in val}) > 1:
