@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.classification import macro_auc
+from tl.metrics import best_balanced_threshold
 from analysis.load import Predictions
 from analysis.stats import N_RESAMPLES, SEED, bootstrap_interval
 from tl.calibration import (
@@ -56,15 +57,17 @@ def _interval_row(name: str, interval, on: str) -> dict:
 
 def chosen_calibration(trial: str, trial_dir: Path, test: Predictions, experiment_dir: Path,
                        target: float = TARGET_SENSITIVITY, *, n_resamples: int = N_RESAMPLES,
-                       seed: int = SEED) -> Calibration | None:
+                       seed: int = SEED, positive: int = 1) -> Calibration | None:
     """Temperature and (binary) threshold fitted on val; ECE and sensitivity/specificity on test.
 
-    None when the trial saved no val predictions (searches before val predictions were saved).
+    Binary tasks also get the threshold val chose for the best balanced accuracy, and test's
+    balanced accuracy at it. None when the trial saved no val predictions (searches before val
+    predictions were saved) or the task is multilabel (tl.export.MULTILABEL_CALIBRATION says why).
     """
     val = read_val_predictions(trial_dir)
-    if val is None:
+    if val is None or test.multilabel:
         return None
-    point = fit_operating_point(val.probs, val.labels, target)
+    point = fit_operating_point(val.probs, val.labels, target, positive)
     scaled = apply_temperature(test.probs, point.temperature)
     kw = {"n_resamples": n_resamples, "seed": seed}
     n = len(test.labels)
@@ -84,6 +87,12 @@ def chosen_calibration(trial: str, trial_dir: Path, test: Predictions, experimen
             rows.append(_interval_row(f"{name} at that threshold", bootstrap_interval(
                 lambda i, k=k: sensitivity_specificity(scaled[i, pos], test.labels[i], point.threshold, pos)[k],
                 n, **kw), "test"))
+        balanced = best_balanced_threshold(val.probs[:, pos], val.labels, pos)  # on raw probabilities, as the trainable
+        rows.append({"statistic": "threshold for best val balanced accuracy", "value": balanced,
+                     "low": np.nan, "high": np.nan, "on": "fitted on val"})
+        rows.append(_interval_row("balanced accuracy at that threshold", bootstrap_interval(
+            lambda i: float(np.mean(sensitivity_specificity(test.probs[i, pos], test.labels[i], balanced, pos))),
+            n, **kw), "test"))
     grid = experiment_dir / GRADCAM_GRID
     return Calibration(trial, pd.DataFrame(rows), reliability(test.probs, test.labels),
                        reliability(scaled, test.labels), grid if grid.is_file() else None)

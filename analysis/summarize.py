@@ -79,6 +79,7 @@ def draw_figures(summary: Summary) -> dict[str, bytes]:
         figures["duplicate_pairs"] = plots.plot_duplicate_pairs(summary.audits)
     if summary.roc:
         figures["roc"] = plots.plot_roc(summary.roc)
+    if summary.confusion:
         figures["confusion"] = plots.plot_confusion(summary.confusion, summary.class_names)
     if summary.calibration is not None:
         figures["reliability"] = plots.plot_reliability(summary.calibration.before, summary.calibration.after)
