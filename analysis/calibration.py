@@ -99,7 +99,7 @@ def chosen_calibration(trial: str, trial_dir: Path, test: Predictions, experimen
 
 
 def ensemble_row(table: pd.DataFrame, predictions: dict[str, Predictions], column: str, mode: str, k: int, *,
-                 n_resamples: int = N_RESAMPLES, seed: int = SEED) -> pd.DataFrame:
+                 n_resamples: int = N_RESAMPLES, seed: int = SEED, positive: int = 1) -> pd.DataFrame:
     """Mean probability of the top ``k`` tested trials by the rule of choice that share the chosen
     trial's test split; test accuracy and AUC with bootstrap intervals. Empty if fewer than 2."""
     ranked = rank_trials(table[table["trial"].isin(list(predictions))], column, mode)
@@ -112,8 +112,11 @@ def ensemble_row(table: pd.DataFrame, predictions: dict[str, Predictions], colum
     probs = np.mean([predictions[t].probs for t in members], 0)
     pred = Predictions(probs, first.labels, first.fingerprint)
     kw = {"n_resamples": n_resamples, "seed": seed}
-    acc = bootstrap_interval(lambda i: float(pred.correct[i].mean()), len(pred.labels), **kw)
-    auc = bootstrap_interval(lambda i: macro_auc(Predictions(probs[i], pred.labels[i])), len(pred.labels), **kw)
+    # multilabel: MedMNIST's ACC (every label at 0.5), as the chosen model's row
+    right = ((probs >= 0.5) == pred.labels.astype(bool)) if pred.multilabel else pred.correct
+    acc = bootstrap_interval(lambda i: float(right[i].mean()), len(pred.labels), **kw)
+    auc = bootstrap_interval(lambda i: macro_auc(Predictions(probs[i], pred.labels[i]), positive),
+                             len(pred.labels), **kw)
     return pd.DataFrame([{"trial": f"ensemble of top {len(members)}: " + ", ".join(members), "n": len(pred.labels),
                           "test_acc": acc.value, "acc_low": acc.low, "acc_high": acc.high,
                           "test_auc": auc.value, "auc_low": auc.low, "auc_high": auc.high}])

@@ -151,11 +151,18 @@ def print_summary(summary: Summary, written: Sequence[Path]) -> None:
             print(chosen_table(summary.chosen).to_string(index=False))
             if summary.ensemble is not None and len(summary.ensemble):
                 print(chosen_table(summary.ensemble).to_string(index=False))
+            if summary.findings is not None:
+                print("\nPer-finding test AUC of the chosen model (a finding without a positive or a negative "
+                      "in test is left out of the mean):")
+                print(format_frame(summary.findings).to_string(index=False))
+                print("MedMNIST's ACC (every finding at 0.5) is close to that of predicting \"no finding\" "
+                      "everywhere (acc no finding): read the AUCs.")
             if summary.calibration is not None:
                 print("\nCalibration (fitted on val, measured on test):")
                 print(calibration_table(summary.calibration.figures).to_string(index=False))
         if len(summary.comparisons):
-            print("\nPaired comparisons (test accuracy, A - B with 95% CI, McNemar exact p):")
+            print("\nPaired comparisons (test accuracy, A - B with 95% CI, McNemar exact p; multilabel: "
+                  "mean AUC, no McNemar):")
             shown = comparisons_table(summary.comparisons).drop(columns=["trial A", "trial B"])
             print(shown.to_string(index=False))
         print("\nBest per group:")

@@ -132,7 +132,8 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
                    if not exp.predictions[t].multilabel},
         class_names=class_names, group_trials=group_members(table, group_by),
         notes=list(exp.notes), calibration=calibration,
-        ensemble=ensemble_row(table, exp.predictions, column, mode, ensemble, n_resamples=n_resamples, seed=seed),
+        ensemble=ensemble_row(table, exp.predictions, column, mode, ensemble, n_resamples=n_resamples, seed=seed,
+                              positive=positive),
         audits=read_split_audits(paths), task=task, findings=findings,
         finalists=build_finalists(finalist_exp, n_resamples=n_resamples, seed=seed)
         if finalist_exp is not None else None,

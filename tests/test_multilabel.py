@@ -98,6 +98,10 @@ def test_summary_reports_mean_auc_per_finding_and_no_mcnemar(experiment, tmp_pat
     assert np.isnan(rare["auc"]) and "left out" in rare["note"], summary.findings
     assert summary.calibration is None and summary.confusion == {}
     assert len(summary.roc) == 1 and len(next(iter(summary.roc.values()))) == 3, "one ROC per finding"
+    probs = np.mean([np.load(d / "test_predictions.npz")["probs"] for d in sorted(experiment["exp"].glob("0000000*"))], 0)
+    labels = np.load(next(experiment["exp"].glob("00000000_*")) / "test_predictions.npz")["labels"]
+    ensemble_acc = summary.ensemble["test_acc"].iloc[0]
+    assert abs(ensemble_acc - ((probs >= 0.5) == labels.astype(bool)).mean()) < 1e-9, "ensemble ACC: per label"
     written = write_outputs(summary, tmp_path / "out")
     report = (tmp_path / "out" / "summary.md").read_text()
     assert "Per-finding test AUC" in report and "no finding" in report and "rare" in report

@@ -285,6 +285,9 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         arrays.test_fingerprint  # noqa: B018
     first = next(iter(datasets.values()))
     check_metric(space.metric, first.task, f"{args.space}: METRIC")
+    what = "findings" if first.task == "multilabel" else "classes"
+    print(f"[tl.search] task {first.task}: {first.num_classes} {what}"
+          + (f", positive class {first.class_names[first.positive_index]!r}" if first.task == "binary" else ""))
     batch_sizes = space.params.get("batch_size", [space.fixed.get("batch_size", 64)])
     if isinstance(batch_sizes, list) and min(batch_sizes) > len(first.labels["train"]):
         raise TLError(f"batch_size {min(batch_sizes)} is larger than the training set ({len(first.labels['train'])} images)")
