@@ -118,3 +118,16 @@ def test_paired_comparison_of_multilabel_trials_is_a_mean_auc_bootstrap():
     row = compare_trials(good, coin, n_resamples=200)
     assert row["acc_a"] == 1.0 and row["acc_b"] == 0.5 and row["diff"] == 0.5, row
     assert row["note"] == MCNEMAR_NOT_APPLICABLE and np.isnan(row["p_value"]), row
+
+
+def test_finalist_seed_ensemble_figures_use_the_mean_auc_for_multilabel():
+    from analysis.finalists import ensemble_figures
+    from analysis.load import Predictions
+
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]] * 5)
+    probs = np.where(labels == 1, 0.7, 0.2)
+    probs[0, 0] = 0.1  # one positive of finding 0 now ranks below the negatives' 0.2: AUC 1 - 10/100
+    figures = ensemble_figures(Predictions(probs, labels), n_resamples=50)
+    assert np.isclose(figures["test_auc"], (0.9 + 1.0) / 2), figures
+    assert np.isclose(figures["test_acc"], 1 - 1 / 40), figures  # one of 40 labels wrong at 0.5
+    assert "test_sensitivity" not in figures, figures

@@ -183,3 +183,28 @@ def test_bad_task_input_is_one_error_line_before_ray(case, tmp_path, data_dir, c
     assert code == 2 and len(errors) == 1, f"{case}: exit {code}, stderr {err[-800:]}"
     assert must in errors[0], f"{case}: {errors[0]!r} does not name {must!r}"
     assert not (tmp_path / "r" / "bad").exists() and not ray.is_initialized(), case
+
+
+def test_task_space_files_load_and_name_their_task_metrics():
+    from tl.space import load_space
+
+    chest = load_space(ROOT / "search_spaces" / "chest14.py")
+    assert chest.metric == "val_auc" and chest.groups == r"^(\d{8})_" and "class_weight" in chest.params
+    retina = load_space(ROOT / "search_spaces" / "retina.py")
+    assert retina.task == "ordinal" and retina.metric == "val_qwk"
+    check_metric(retina.metric, retina.task)
+
+
+def test_analysis_chosen_model_sensitivity_is_about_the_positive_class():
+    import pandas as pd
+
+    from analysis.comparisons import chosen_model
+    from analysis.load import Predictions
+
+    # class 0 positive: rows 0-1 malignant (one called malignant), rows 2-3 benign (both right)
+    pred = Predictions(np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.1, 0.9]]), np.array([0, 0, 1, 1]))
+    table = pd.DataFrame({"trial": ["t1"], "backbone": ["convmodel"], "best_val_acc": [0.9], "status": ["COMPLETED"],
+                          "test_acc": [0.75], "best_val_loss": [0.1]})
+    row = chosen_model(table, {"t1": pred}, "best_val_acc", "max", n_resamples=50, positive=0).iloc[0]
+    assert row["sensitivity"] == 0.5 and row["specificity"] == 1.0, row
+    assert row["test_auc"] == 0.75, row
