@@ -72,6 +72,9 @@ def test_export_and_predict_a_multilabel_bundle(experiment, tmp_path):
     from tl.export import export
     from tl.predict import predict_rows
 
+    from tl.export import main as export_main
+
+    assert export_main([str(experiment["exp"]), "--out", str(tmp_path / "cli"), "--gradcam", "0"]) == 0
     meta = export(experiment["exp"], tmp_path / "bundle", gradcam=1)
     assert meta["task"] == "multilabel" and meta["thresholds"] == [0.5] * 3, meta
     assert meta["temperature"] == 1.0 and "skipped" in meta["provenance"]["calibration"]["calibration_note"]

@@ -305,8 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cal = meta["provenance"]["calibration"]
     print(f"[tl.export] {meta['kind']} bundle of trial(s) {', '.join(meta['provenance']['trials'])} -> {args.out}")
-    print(f"  temperature {cal['temperature']:.3f} (fitted on val); test ECE ({cal['ece_bins']} bins) "
-          f"{cal['test_ece_before']:.4f} -> {cal['test_ece_after']:.4f}")
+    if "calibration_note" in cal:  # multilabel: no temperature, 0.5 per finding
+        print(f"  {cal['calibration_note']}")
+    else:
+        print(f"  temperature {cal['temperature']:.3f} (fitted on val); test ECE ({cal['ece_bins']} bins) "
+              f"{cal['test_ece_before']:.4f} -> {cal['test_ece_after']:.4f}")
     if cal["threshold"] is not None:
         print(f"  threshold {cal['threshold']:.4f} for val sensitivity >= {cal['target_sensitivity']}: "
               f"test sensitivity {cal['test_sensitivity']:.3f}, specificity {cal['test_specificity']:.3f}")
