@@ -100,6 +100,9 @@ def test_summary_reports_mean_auc_per_finding_and_no_mcnemar(experiment, tmp_pat
     rare = summary.findings.set_index("finding").loc["rare"]
     assert np.isnan(rare["auc"]) and "left out" in rare["note"], summary.findings
     assert summary.calibration is None and summary.confusion == {}
+    diag = summary.diagnostics.set_index("trial").loc["00000000"]
+    best_val_auc = summary.table.set_index("trial").loc["00000000", "best_val_auc"]
+    assert np.isclose(diag["val_test_gap"], best_val_auc - chosen["test_auc"]), "diagnostics watch mean AUC"
     assert len(summary.roc) == 1 and len(next(iter(summary.roc.values()))) == 3, "one ROC per finding"
     probs = np.mean([np.load(d / "test_predictions.npz")["probs"] for d in sorted(experiment["exp"].glob("0000000*"))], 0)
     labels = np.load(next(experiment["exp"].glob("00000000_*")) / "test_predictions.npz")["labels"]

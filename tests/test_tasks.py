@@ -208,3 +208,17 @@ def test_analysis_chosen_model_sensitivity_is_about_the_positive_class():
     row = chosen_model(table, {"t1": pred}, "best_val_acc", "max", n_resamples=50, positive=0).iloc[0]
     assert row["sensitivity"] == 0.5 and row["specificity"] == 1.0, row
     assert row["test_auc"] == 0.75, row
+
+
+def test_val_threshold_for_best_balanced_accuracy_by_hand():
+    from tl.metrics import best_balanced_threshold
+    from tl.trainable import threshold_metrics
+
+    # positive class 0; p(class 0): positives 0.9, 0.4, 0.35; negatives 0.3, 0.2, 0.1
+    # at 0.5 only one positive is called (balanced 2/3); at 0.35 all three, no negative: 1.0
+    p0 = np.array([0.9, 0.4, 0.35, 0.3, 0.2, 0.1])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    assert best_balanced_threshold(p0, labels, positive=0) == 0.35
+    probs = np.stack([p0, 1 - p0], 1)
+    m = threshold_metrics(probs, labels, probs[[0, 3]], labels[[0, 3]], positive=0)
+    assert m["val_threshold"] == 0.35 and m["test_balanced_acc_at_val_threshold"] == 1.0, m
