@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.classification import macro_auc
+from tl.metrics import best_balanced_threshold
 from analysis.load import Predictions
 from analysis.stats import N_RESAMPLES, SEED, bootstrap_interval
 from tl.calibration import (
@@ -56,15 +57,17 @@ def _interval_row(name: str, interval, on: str) -> dict:
 
 def chosen_calibration(trial: str, trial_dir: Path, test: Predictions, experiment_dir: Path,
                        target: float = TARGET_SENSITIVITY, *, n_resamples: int = N_RESAMPLES,
-                       seed: int = SEED) -> Calibration | None:
+                       seed: int = SEED, positive: int = 1) -> Calibration | None:
     """Temperature and (binary) threshold fitted on val; ECE and sensitivity/specificity on test.
 
-    None when the trial saved no val predictions (searches before val predictions were saved).
+    Binary tasks also get the threshold val chose for the best balanced accuracy, and test's
+    balanced accuracy at it. None when the trial saved no val predictions (searches before val
+    predictions were saved) or the task is multilabel (tl.export.MULTILABEL_CALIBRATION says why).
     """
     val = read_val_predictions(trial_dir)
-    if val is None:
+    if val is None or test.multilabel:
         return None
-    point = fit_operating_point(val.probs, val.labels, target)
+    point = fit_operating_point(val.probs, val.labels, target, positive)
     scaled = apply_temperature(test.probs, point.temperature)
     kw = {"n_resamples": n_resamples, "seed": seed}
     n = len(test.labels)
@@ -84,13 +87,19 @@ def chosen_calibration(trial: str, trial_dir: Path, test: Predictions, experimen
             rows.append(_interval_row(f"{name} at that threshold", bootstrap_interval(
                 lambda i, k=k: sensitivity_specificity(scaled[i, pos], test.labels[i], point.threshold, pos)[k],
                 n, **kw), "test"))
+        balanced = best_balanced_threshold(val.probs[:, pos], val.labels, pos)  # on raw probabilities, as the trainable
+        rows.append({"statistic": "threshold for best val balanced accuracy", "value": balanced,
+                     "low": np.nan, "high": np.nan, "on": "fitted on val"})
+        rows.append(_interval_row("balanced accuracy at that threshold", bootstrap_interval(
+            lambda i: float(np.mean(sensitivity_specificity(test.probs[i, pos], test.labels[i], balanced, pos))),
+            n, **kw), "test"))
     grid = experiment_dir / GRADCAM_GRID
     return Calibration(trial, pd.DataFrame(rows), reliability(test.probs, test.labels),
                        reliability(scaled, test.labels), grid if grid.is_file() else None)
 
 
 def ensemble_row(table: pd.DataFrame, predictions: dict[str, Predictions], column: str, mode: str, k: int, *,
-                 n_resamples: int = N_RESAMPLES, seed: int = SEED) -> pd.DataFrame:
+                 n_resamples: int = N_RESAMPLES, seed: int = SEED, positive: int = 1) -> pd.DataFrame:
     """Mean probability of the top ``k`` tested trials by the rule of choice that share the chosen
     trial's test split; test accuracy and AUC with bootstrap intervals. Empty if fewer than 2."""
     ranked = rank_trials(table[table["trial"].isin(list(predictions))], column, mode)
@@ -103,8 +112,11 @@ def ensemble_row(table: pd.DataFrame, predictions: dict[str, Predictions], colum
     probs = np.mean([predictions[t].probs for t in members], 0)
     pred = Predictions(probs, first.labels, first.fingerprint)
     kw = {"n_resamples": n_resamples, "seed": seed}
-    acc = bootstrap_interval(lambda i: float(pred.correct[i].mean()), len(pred.labels), **kw)
-    auc = bootstrap_interval(lambda i: macro_auc(Predictions(probs[i], pred.labels[i])), len(pred.labels), **kw)
+    # multilabel: MedMNIST's ACC (every label at 0.5), as the chosen model's row
+    right = ((probs >= 0.5) == pred.labels.astype(bool)) if pred.multilabel else pred.correct
+    acc = bootstrap_interval(lambda i: float(right[i].mean()), len(pred.labels), **kw)
+    auc = bootstrap_interval(lambda i: macro_auc(Predictions(probs[i], pred.labels[i]), positive),
+                             len(pred.labels), **kw)
     return pd.DataFrame([{"trial": f"ensemble of top {len(members)}: " + ", ".join(members), "n": len(pred.labels),
                           "test_acc": acc.value, "acc_low": acc.low, "acc_high": acc.high,
                           "test_auc": auc.value, "auc_low": auc.low, "auc_high": auc.high}])

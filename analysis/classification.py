@@ -1,4 +1,8 @@
-"""ROC curves and confusion matrices computed from saved test predictions (numpy only)."""
+"""ROC curves, confusion matrices and per-finding AUCs computed from saved test predictions.
+
+The metric numbers come from ``tl.metrics`` (one home for every metric); this module adds the
+curves and tables the report draws.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,11 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+import pandas as pd
+
 from analysis.load import Predictions
+from tl.metrics import auc as _auc
+from tl.metrics import findings_left_out, per_finding_auc
 
 
 class RocCurve(NamedTuple):
@@ -40,24 +48,42 @@ def roc_curve(scores: np.ndarray, positives: np.ndarray, label: str = "") -> Roc
     return RocCurve(label, fpr, tpr, float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)))
 
 
-def roc_curves(pred: Predictions, class_names: Sequence[str] | None = None) -> list[RocCurve]:
-    """Return the ROC of class 1 for two classes, else one one-vs-rest curve per class."""
+def roc_curves(pred: Predictions, class_names: Sequence[str] | None = None, positive: int = 1) -> list[RocCurve]:
+    """Return the ROC of the positive class for two classes, one one-vs-rest curve per class for
+    more, or (multilabel) one curve per finding."""
     n_classes = pred.probs.shape[1]
     names = list(class_names) if class_names and len(class_names) == n_classes else \
         [str(c) for c in range(n_classes)]
-    classes = [1] if n_classes == 2 else range(n_classes)
+    if pred.multilabel:
+        return [roc_curve(pred.probs[:, k], pred.labels[:, k] == 1, names[k]) for k in range(n_classes)]
+    classes = [positive] if n_classes == 2 else range(n_classes)
     return [roc_curve(pred.probs[:, c], pred.labels == c, names[c]) for c in classes]
 
 
-def macro_auc(pred: Predictions) -> float:
-    """AUC of class 1 for two classes, else the mean one-vs-rest AUC over the classes present:
-    the trainable's ``test_auc``, recomputed so it can be bootstrapped."""
-    aucs = [c.auc for c in roc_curves(pred) if not np.isnan(c.auc)]
-    return float(np.mean(aucs)) if aucs else float("nan")
+def macro_auc(pred: Predictions, positive: int = 1) -> float:
+    """The trainable's ``test_auc``, recomputed so it can be bootstrapped: AUC of the positive class
+    for two classes, mean one-vs-rest AUC over the classes present for more, and (multilabel) the
+    mean AUC over findings that have a positive and a negative."""
+    if pred.multilabel:
+        aucs = per_finding_auc(pred.probs, pred.labels)
+        return float(np.nanmean(aucs)) if (~np.isnan(aucs)).any() else float("nan")
+    return _auc(pred.probs, pred.labels, positive)
+
+
+def finding_table(pred: Predictions, class_names: Sequence[str]) -> pd.DataFrame:
+    """Multilabel: one row per finding with its test positives and AUC; a finding with no positive
+    (or no negative) has no AUC and is named in ``note`` (left out of the mean AUC)."""
+    aucs = per_finding_auc(pred.probs, pred.labels)
+    out = set(findings_left_out(pred.labels, list(class_names)))
+    return pd.DataFrame({"finding": list(class_names), "positives": pred.labels.sum(0).astype(int),
+                         "auc": aucs, "note": ["no positive or no negative in test: left out of the mean"
+                                               if n in out else "" for n in class_names]})
 
 
 def confusion_matrix(pred: Predictions) -> np.ndarray:
-    """Return counts (C, C): row = true class, column = argmax prediction."""
+    """Return counts (C, C): row = true class, column = argmax prediction (empty for multilabel)."""
+    if pred.multilabel:
+        return np.zeros((0, 0), dtype=np.int64)
     n = pred.probs.shape[1]
     matrix = np.zeros((n, n), dtype=np.int64)
     np.add.at(matrix, (pred.labels, pred.probs.argmax(axis=1)), 1)

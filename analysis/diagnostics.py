@@ -71,18 +71,21 @@ def _column(curve: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def diagnose_curve(curve: pd.DataFrame, test_acc: float = np.nan,
-                   majority_rate: float | None = None) -> Diagnosis:
+                   majority_rate: float | None = None, score: str = "val_acc") -> Diagnosis:
     """Return the diagnosis of one trial from its per-epoch rows.
 
     Args:
         curve: rows sorted by ``epoch`` with ``train_acc``, ``val_acc``, ``val_loss``.
         test_acc: the trial's test accuracy, NaN if none.
         majority_rate: share of the most frequent class, None if unknown.
+        score: the val column the unstable and shift rules watch (multilabel: ``val_auc``, the
+            mean AUC, with ``test_acc`` then the test mean AUC).
     """
     threshold = underfit_threshold(majority_rate)
     if len(curve) == 0:
         return Diagnosis(*([np.nan] * 8), threshold, "", NO_DATA)
     train_acc, val_acc, val_loss = (_column(curve, c) for c in ("train_acc", "val_acc", "val_loss"))
+    watched = _column(curve, score)
     epochs = curve["epoch"].to_numpy()
     final_train, final_val = train_acc[-1], val_acc[-1]
     gap = final_train - final_val
@@ -92,9 +95,9 @@ def diagnose_curve(curve: pd.DataFrame, test_acc: float = np.nan,
         i = int(np.nanargmin(val_loss))  # first minimum
         best_epoch, since = float(epochs[i]), float(epochs[-1] - epochs[i])
         rise = (val_loss[-1] - val_loss[i]) / max(abs(val_loss[i]), 1e-12)
-    window = val_acc[-UNSTABLE_WINDOW:]
+    window = watched[-UNSTABLE_WINDOW:]
     std = float(np.std(window, ddof=1)) if len(window) == UNSTABLE_WINDOW else np.nan
-    val_test_gap = np.nanmax(val_acc) - test_acc if not np.isnan(val_acc).all() else np.nan
+    val_test_gap = np.nanmax(watched) - test_acc if not np.isnan(watched).all() else np.nan
     fired = {
         "underfitting": final_train < threshold,
         "overfitting": (since >= OVERFIT_MIN_EPOCHS_SINCE_BEST and rise >= OVERFIT_VAL_LOSS_RISE)
@@ -110,7 +113,7 @@ def diagnose_curve(curve: pd.DataFrame, test_acc: float = np.nan,
 
 def majority_rate(labels: np.ndarray | None) -> float | None:
     """Return the share of the most frequent label, None for no labels."""
-    if labels is None or len(labels) == 0:
+    if labels is None or len(labels) == 0 or np.ndim(labels) == 2:  # multilabel: no majority class
         return None
     return float(np.bincount(np.asarray(labels, dtype=np.int64)).max() / len(labels))
 
@@ -120,15 +123,19 @@ def diagnose_trials(exp: Experiment, table: pd.DataFrame) -> pd.DataFrame:
     the :class:`Diagnosis` fields).
 
     The majority-class rate comes from the first saved test labels (the test split is the same
-    for every trial of a dataset); without any, only the absolute floor applies.
+    for every trial of a dataset); without any, only the absolute floor applies. Multilabel (multi-hot
+    labels): the unstable and shift rules watch the mean AUC (val_auc vs test_auc), since ACC
+    sits near the share of negative labels whatever the model does; underfitting uses the floor.
     """
     labels = next(iter(exp.predictions.values())).labels if exp.predictions else None
     rate = majority_rate(labels)
+    multilabel = labels is not None and np.ndim(labels) == 2
+    score, test_column = ("val_auc", "test_auc") if multilabel else ("val_acc", "test_acc")
     curves = curves_by_trial(exp.frame)
     empty = exp.frame.iloc[:0]
     rows = []
     for _, row in table.iterrows():
-        diag = diagnose_curve(curves.get(row["trial"], empty), row.get("test_acc", np.nan), rate)
+        diag = diagnose_curve(curves.get(row["trial"], empty), row.get(test_column, np.nan), rate, score)
         rows.append({"trial": row["trial"], "status": row["status"],
                      "epochs_run": row["epochs_run"], **diag._asdict()})
     return pd.DataFrame(rows)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from analysis.classification import macro_auc
+from tl.metrics import split_metrics
 from analysis.load import Experiment, Predictions
 from analysis.stats import CI_LEVEL, N_RESAMPLES, SEED, bootstrap_interval
 from analysis.tables import rank_column, trial_table
@@ -22,13 +22,10 @@ from tl.finalists import RECIPE_KEY, SOURCE_KEY, STAGE, STAGE_KEY, recipe_summar
 
 FINALIST_KEYS = (STAGE_KEY, RECIPE_KEY, SOURCE_KEY)
 RECIPE_COLUMNS = ("backbone", "weights", "freeze", "lr", "batch_size", "weight_decay", "image_size", "epochs")
-# (name, statistic of (probs, labels) on resampled rows); sensitivity/specificity for two classes.
-ENSEMBLE_STATS = {
-    "test_acc": lambda p, y: float((p.argmax(1) == y).mean()),
-    "test_auc": lambda p, y: macro_auc(Predictions(p, y)),
-    "test_sensitivity": lambda p, y: float((p.argmax(1)[y == 1] == 1).mean()) if (y == 1).any() else np.nan,
-    "test_specificity": lambda p, y: float((p.argmax(1)[y == 0] == 0).mean()) if (y == 0).any() else np.nan,
-}
+# The statistics bootstrapped for the seed ensemble, computed by tl.metrics.split_metrics (the task
+# follows the shapes: multi-hot labels are multilabel, where test_auc is the mean AUC over findings);
+# sensitivity/specificity (of the dataset's positive class) for two classes only.
+ENSEMBLE_STATS = ("test_acc", "test_auc", "test_sensitivity", "test_specificity")
 
 SHORT_NAMES = {"test_acc": "acc", "test_auc": "AUC", "test_sensitivity": "sensitivity",
                "test_specificity": "specificity"}
@@ -81,18 +78,20 @@ def finalist_runs(exp: Experiment) -> pd.DataFrame:
     return runs.sort_values([RECIPE_KEY, "seed"], kind="mergesort").reset_index(drop=True)
 
 
-def ensemble_figures(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict:
+def ensemble_figures(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed: int = SEED,
+                     positive: int = 1) -> dict:
     """Return each test statistic of ``pred`` with its percentile bootstrap interval.
 
     Keys ``test_acc``, ``test_acc_low``, ``test_acc_high``, likewise ``test_auc`` and, for two
     classes, ``test_sensitivity`` and ``test_specificity``; ``n`` the test images.
     """
     out: dict = {"n": len(pred.labels)}
-    for name, stat in ENSEMBLE_STATS.items():
-        if name in ("test_sensitivity", "test_specificity") and pred.probs.shape[1] != 2:
+    for name in ENSEMBLE_STATS:
+        if name in ("test_sensitivity", "test_specificity") and (pred.probs.shape[1] != 2 or pred.multilabel):
             continue
-        ci = bootstrap_interval(lambda idx: stat(pred.probs[idx], pred.labels[idx]), len(pred.labels),
-                                n_resamples=n_resamples, seed=seed)
+        def stat(idx: np.ndarray, name: str = name) -> float:
+            return split_metrics(pred.probs[idx], pred.labels[idx], "test", None, positive)[name]
+        ci = bootstrap_interval(stat, len(pred.labels), n_resamples=n_resamples, seed=seed)
         out.update({name: ci.value, f"{name}_low": ci.low, f"{name}_high": ci.high})
     return out
 

@@ -50,13 +50,20 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 class Predictions(NamedTuple):
     """Saved test-split outputs of one trial, rows in the dataset's fixed test order."""
 
-    probs: np.ndarray  # (N, C) softmax probabilities
-    labels: np.ndarray  # (N,) true class indices
+    probs: np.ndarray  # (N, C) softmax probabilities; multilabel: (N, K) sigmoid per finding
+    labels: np.ndarray  # (N,) true class indices; multilabel: (N, K) multi-hot
     fingerprint: str = ""  # tl's test_fingerprint: equal means the same test split ("" unknown)
 
     @property
+    def multilabel(self) -> bool:
+        return np.ndim(self.labels) == 2
+
+    @property
     def correct(self) -> np.ndarray:
-        """Boolean (N,): whether the argmax prediction equals the label."""
+        """Boolean (N,): whether the argmax prediction equals the label; multilabel: whether every
+        finding is right at 0.5 (exact match)."""
+        if self.multilabel:
+            return ((self.probs >= 0.5) == self.labels.astype(bool)).all(axis=1)
         return self.probs.argmax(axis=1) == self.labels
 
 
@@ -152,7 +159,8 @@ def find_predictions_file(trial_dir: Path) -> Path | None:
 
 
 def read_predictions(path: Path) -> Predictions:
-    """Load and check a ``test_predictions.npz`` (``probs`` (N, C), ``labels`` (N,)).
+    """Load and check a ``test_predictions.npz`` (``probs`` (N, C), ``labels`` (N,); multilabel:
+    ``probs`` and ``labels`` both (N, K), labels 0/1).
 
     Raises:
         AnalysisError: the file is unreadable or the arrays have the wrong shapes.
@@ -160,7 +168,9 @@ def read_predictions(path: Path) -> Predictions:
     try:
         with np.load(path) as data:
             probs = np.asarray(data["probs"], dtype=np.float64)
-            labels = np.asarray(data["labels"]).astype(np.int64).reshape(-1)
+            labels = np.asarray(data["labels"]).astype(np.int64)
+            if labels.ndim != 2 or labels.shape != probs.shape:  # single-label: (N,) or (N, 1)
+                labels = labels.reshape(-1)
             fingerprint = str(data["test_fingerprint"]) if "test_fingerprint" in data.files else ""
     except (OSError, ValueError, KeyError) as exc:
         raise AnalysisError(f"{path}: unreadable test predictions ({exc})") from exc
@@ -168,7 +178,10 @@ def read_predictions(path: Path) -> Predictions:
         raise AnalysisError(
             f"{path}: probs must be (N, C>=2) and labels (N,), got {probs.shape} and {labels.shape}"
         )
-    if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+    if labels.ndim == 2:
+        if labels.size and not np.isin(labels, (0, 1)).all():
+            raise AnalysisError(f"{path}: multilabel labels must be 0 or 1")
+    elif labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
         raise AnalysisError(f"{path}: labels must be in [0, {probs.shape[1] - 1}]")
     return Predictions(probs, labels, fingerprint)
 

@@ -177,7 +177,8 @@ def plot_roc(curves: Mapping[str, Sequence[RocCurve]]) -> Figure:
             name = _short(trial)
             if len(trial_curves) > 1:
                 name += f" class {curve.label}"
-            ax.plot(curve.fpr, curve.tpr, styles[j % 4], color=_color(i),
+            # one trial (a multilabel set's findings): a colour per class instead
+            ax.plot(curve.fpr, curve.tpr, styles[j % 4], color=_color(j if len(curves) == 1 else i),
                     label=f"{name} (AUC {curve.auc:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="gray", linewidth=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on the test split",

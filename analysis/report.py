@@ -94,17 +94,32 @@ def _chosen_section(summary: Summary) -> Section:
     if summary.chosen.empty:
         return Section(title, ["No trial saved test predictions: nothing was tested."], [], [])
     tables = [("", chosen_table(summary.chosen))]
+    multilabel = summary.findings is not None
+    if multilabel:
+        tables.append(("Per-finding test AUC of the chosen model", format_frame(summary.findings)))
     paragraphs = [
         f"The top trial of Table 1 by the rule of choice (best {summary.metric} among trials tested "
         "at the end of their epochs): the model this search hands you, chosen on validation only. Its test accuracy and AUC carry "
         f"{int(CI_LEVEL * 100)}% percentile bootstrap intervals (test images resampled, seeded). "
         "Export it with python -m tl.export EXPERIMENT --out BUNDLE; score new images with "
         "python -m tl.predict BUNDLE IMAGES... --out predictions.csv."]
+    if multilabel:
+        left_out = [f for f, n in zip(summary.findings["finding"], summary.findings["note"]) if n]
+        no_finding = summary.chosen["acc_no_finding"].iloc[0] if "acc_no_finding" in summary.chosen else float("nan")
+        paragraphs.append(
+            "Multilabel: test AUC is the mean AUC over findings"
+            + (f"; left out of the mean (no positive or no negative in test): {', '.join(left_out)}" if left_out else "")
+            + ". test acc is MedMNIST's ACC (every finding at 0.5). It is close to what predicting \"no finding\" "
+            f"everywhere gets ({no_finding:.3f} here, column acc no finding), so read the AUCs, not ACC. "
+            "No temperature or threshold is fitted: one softmax temperature does not apply to independent "
+            "sigmoids, and val has too few positives per finding to fit one per finding.")
     figures = []
     if summary.ensemble is not None and len(summary.ensemble):
         tables.append(("Top-k ensemble (mean probability; tl.export --ensemble K)", chosen_table(summary.ensemble)))
     cal = summary.calibration
-    if cal is None:
+    if cal is None and multilabel:
+        pass
+    elif cal is None:
         paragraphs.append("No calibration or operating point: the chosen trial saved no val_predictions.npz "
                           "(searches from before val predictions were saved). Re-run the search to get them.")
     else:
@@ -179,11 +194,19 @@ def _audit_section(summary: Summary) -> Section:
     return Section(title, paragraphs, [("", format_frame(counts))], ["duplicate_pairs"])
 
 
-def _comparisons_section(comparisons: pd.DataFrame) -> Section:
+def _comparisons_section(comparisons: pd.DataFrame, multilabel: bool = False) -> Section:
     title = "Paired comparisons on the test split"
     if comparisons.empty:
         return Section(title, ["Nothing to compare: needs two backbones, or both freeze modes or "
                                "both weight versions of one backbone."], [], [])
+    if multilabel:
+        return Section(title, [
+            "Each side is its best trial by the validation metric among trials with saved test "
+            "predictions. Multilabel: acc A and acc B hold each side's test mean AUC over findings, and "
+            f"A - B is the mean-AUC difference with a paired bootstrap {int(CI_LEVEL * 100)}% CI (test "
+            "images resampled, the same rows for both sides, seeded). McNemar does not apply: an image "
+            "has several findings, not one right-or-wrong answer, so no p-value is given."],
+            [("", comparisons_table(comparisons))], [])
     return Section(title, [
         "Each side is its best trial by the validation metric among trials with saved test "
         "predictions. A - B is the difference in test accuracy with a paired bootstrap "
@@ -216,7 +239,7 @@ def report_sections(summary: Summary) -> list[Section]:
         Section(f"Table 2: best trial per {' x '.join(summary.group_by)}",
                 [f"Best trial of each group by its best {summary.metric} (validation only)."],
                 [("", format_frame(summary.groups))], ["curves_groups"]),
-        _comparisons_section(summary.comparisons),
+        _comparisons_section(summary.comparisons, summary.findings is not None),
         Section("Repeated seeds", [] if seeds else
                 ["No configuration was run with more than one seed."], seeds, []),
         Section("Overfitting diagnostics", [

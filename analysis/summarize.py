@@ -79,6 +79,7 @@ def draw_figures(summary: Summary) -> dict[str, bytes]:
         figures["duplicate_pairs"] = plots.plot_duplicate_pairs(summary.audits)
     if summary.roc:
         figures["roc"] = plots.plot_roc(summary.roc)
+    if summary.confusion:
         figures["confusion"] = plots.plot_confusion(summary.confusion, summary.class_names)
     if summary.calibration is not None:
         figures["reliability"] = plots.plot_reliability(summary.calibration.before, summary.calibration.after)
@@ -150,11 +151,18 @@ def print_summary(summary: Summary, written: Sequence[Path]) -> None:
             print(chosen_table(summary.chosen).to_string(index=False))
             if summary.ensemble is not None and len(summary.ensemble):
                 print(chosen_table(summary.ensemble).to_string(index=False))
+            if summary.findings is not None:
+                print("\nPer-finding test AUC of the chosen model (a finding without a positive or a negative "
+                      "in test is left out of the mean):")
+                print(format_frame(summary.findings).to_string(index=False))
+                print("MedMNIST's ACC (every finding at 0.5) is close to that of predicting \"no finding\" "
+                      "everywhere (acc no finding): read the AUCs.")
             if summary.calibration is not None:
                 print("\nCalibration (fitted on val, measured on test):")
                 print(calibration_table(summary.calibration.figures).to_string(index=False))
         if len(summary.comparisons):
-            print("\nPaired comparisons (test accuracy, A - B with 95% CI, McNemar exact p):")
+            print("\nPaired comparisons (test accuracy, A - B with 95% CI, McNemar exact p; multilabel: "
+                  "mean AUC, no McNemar):")
             shown = comparisons_table(summary.comparisons).drop(columns=["trial A", "trial B"])
             print(shown.to_string(index=False))
         print("\nBest per group:")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from analysis.audit import SplitAudit, read_split_audits
 from analysis.calibration import Calibration, chosen_calibration, ensemble_row
-from analysis.classification import RocCurve, confusion_matrix, roc_curves
+from analysis.classification import RocCurve, confusion_matrix, finding_table, roc_curves
 from analysis.comparisons import chosen_model, paired_comparisons
 from analysis.diagnostics import diagnose_trials
 from analysis.errors import AnalysisError
@@ -50,6 +50,8 @@ class Summary(NamedTuple):
     finalists: Finalists | None = None  # the finalist stage over seeds, when the search ran one
     calibration: Calibration | None = None  # the chosen trial's, fitted on val
     ensemble: pd.DataFrame | None = None  # mean probability of the top-k trials, with intervals
+    task: str = ""  # the dataset's task (tl.tasks), "" for experiments from before it was recorded
+    findings: pd.DataFrame | None = None  # multilabel: the chosen model's per-finding test AUC
 
 
 def _class_names(exp: Experiment) -> list[str]:
@@ -97,13 +99,20 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
     top_trials = list(ranked["trial"].head(top))
     with_predictions = [t for t in ranked["trial"] if t in exp.predictions][:top]
     class_names = _class_names(exp)
-    chosen = chosen_model(table, exp.predictions, column, mode, n_resamples=n_resamples, seed=seed)
-    calibration = None
+    dataset = exp.meta.get("dataset") if isinstance(exp.meta.get("dataset"), dict) else {}
+    task = str(dataset.get("task") or "")
+    positive = dataset.get("positive_class")
+    positive = 1 if positive is None else int(positive)
+    chosen = chosen_model(table, exp.predictions, column, mode, n_resamples=n_resamples, seed=seed,
+                          positive=positive)
+    calibration, findings = None, None
     if len(chosen):
         key = str(chosen["trial"].iloc[0])
         trial_dir = Path(exp.trials.loc[exp.trials["trial"] == key, "trial_dir"].iloc[0])
         calibration = chosen_calibration(key, trial_dir, exp.predictions[key], trial_dir.parent,
-                                         target_sensitivity, n_resamples=n_resamples, seed=seed)
+                                         target_sensitivity, n_resamples=n_resamples, seed=seed, positive=positive)
+        if exp.predictions[key].multilabel:
+            findings = finding_table(exp.predictions[key], class_names)
     final = final_column(metric)  # importance: each trial's final metric
     full = exp.trials.merge(table[["trial", final]], on="trial")
     return Summary(
@@ -116,12 +125,16 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
         diagnostics=diagnostics,
         importance=param_importances(full, exp.config_columns, final, mode),
         top=top_trials,
-        roc={t: roc_curves(exp.predictions[t], class_names) for t in with_predictions},
-        confusion={t: confusion_matrix(exp.predictions[t]) for t in with_predictions},
+        # multilabel: one curve per finding, for the chosen (top) trial only
+        roc={t: roc_curves(exp.predictions[t], class_names, positive)
+             for t in (with_predictions[:1] if task == "multilabel" else with_predictions)},
+        confusion={t: confusion_matrix(exp.predictions[t]) for t in with_predictions
+                   if not exp.predictions[t].multilabel},
         class_names=class_names, group_trials=group_members(table, group_by),
         notes=list(exp.notes), calibration=calibration,
-        ensemble=ensemble_row(table, exp.predictions, column, mode, ensemble, n_resamples=n_resamples, seed=seed),
-        audits=read_split_audits(paths),
+        ensemble=ensemble_row(table, exp.predictions, column, mode, ensemble, n_resamples=n_resamples, seed=seed,
+                              positive=positive),
+        audits=read_split_audits(paths), task=task, findings=findings,
         finalists=build_finalists(finalist_exp, n_resamples=n_resamples, seed=seed)
         if finalist_exp is not None else None,
     )

@@ -25,6 +25,9 @@ GROUP_COLUMNS = ("backbone", "freeze", "weights")
 KEY_HYPERPARAMETERS = ("lr", "batch_size", "weight_decay", "image_size", "epochs")
 TEST_COLUMNS = ("test_acc", "test_loss", "test_auc", "test_n")
 BINARY_TEST_COLUMNS = ("test_sensitivity", "test_specificity")
+# Reported by some tasks only (tl.tasks.TASK_METRICS): shown in Table 1 when the results have them.
+TASK_TEST_COLUMNS = ("test_balanced_acc", "test_balanced_acc_at_val_threshold", "test_map", "test_exact_match",
+                     "test_mae", "test_qwk")
 SEED_COLUMN = "seed"
 
 
@@ -66,7 +69,7 @@ def _stopped_early(status: str) -> str:
 
 
 def _trial_row(info: pd.Series, curve: pd.DataFrame, metric: str, mode: str, binary: bool,
-               test_epoch: bool) -> dict:
+               test_epoch: bool, extra: tuple = ()) -> dict:
     n = len(curve)
     best_val_loss, best_val_loss_epoch = _best(curve, "val_loss", "min")
     row = {
@@ -83,7 +86,7 @@ def _trial_row(info: pd.Series, curve: pd.DataFrame, metric: str, mode: str, bin
     }
     row[final_column(metric)] = _last(curve, metric)
     row[rank_column(metric)] = _best(curve, metric, mode)[0]
-    row.update({c: _last(curve, c) for c in TEST_COLUMNS + (BINARY_TEST_COLUMNS if binary else ())})
+    row.update({c: _last(curve, c) for c in TEST_COLUMNS + (BINARY_TEST_COLUMNS if binary else ()) + extra})
     if test_epoch:  # the trainable reports which epoch's weights it tested as best_epoch
         row["test_epoch"] = _last(curve, "best_epoch")
     row["wall_time_s"] = _last(curve, "time_total_s")
@@ -109,6 +112,7 @@ def trial_table(exp: Experiment) -> pd.DataFrame:
     test_epoch = "best_epoch" in exp.frame.columns
     binary = exp.meta.get("dataset", {}).get("num_classes") == 2 or any(
         c in exp.frame.columns for c in BINARY_TEST_COLUMNS)
+    extra = tuple(c for c in TASK_TEST_COLUMNS if c in exp.frame.columns)
     config = [c for c in GROUP_COLUMNS + KEY_HYPERPARAMETERS if c in exp.trials.columns]
     curves = curves_by_trial(exp.frame)
     empty = exp.frame.iloc[:0]
@@ -117,7 +121,7 @@ def trial_table(exp: Experiment) -> pd.DataFrame:
         curve = curves.get(info["trial"], empty)
         head = {"trial": info["trial"], "experiment": info["experiment"]}
         head.update({c: info[c] for c in config})
-        rows.append({**head, **_trial_row(info, curve, metric, mode, binary, test_epoch)})
+        rows.append({**head, **_trial_row(info, curve, metric, mode, binary, test_epoch, extra)})
     table = pd.DataFrame(rows)
     if table["experiment"].nunique() == 1:
         table = table.drop(columns="experiment")

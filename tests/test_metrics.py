@@ -64,7 +64,8 @@ def test_sensitivity_specificity_on_a_hand_made_example():
     probs = np.stack([1 - p1, p1], 1)
     labels = np.array([1, 1, 1, 1, 0, 0, 0])
     m = classification_metrics(probs, labels, "test")
-    assert set(m) == {"test_acc", "test_auc", "test_sensitivity", "test_specificity"}, m.keys()
+    assert set(m) == {"test_acc", "test_auc", "test_sensitivity", "test_specificity", "test_balanced_acc"}, m.keys()
+    assert math.isclose(m["test_balanced_acc"], (0.75 + 2 / 3) / 2), m
     assert m["test_sensitivity"] == 0.75, m
     assert math.isclose(m["test_specificity"], 2 / 3), m
     assert math.isclose(m["test_acc"], 5 / 7), m
@@ -74,4 +75,5 @@ def test_sensitivity_specificity_on_a_hand_made_example():
 def test_multiclass_metrics_have_no_sensitivity():
     probs = np.eye(3)[[0, 1, 2, 1]]
     m = classification_metrics(probs, np.array([0, 1, 2, 2]), "val")
-    assert set(m) == {"val_acc", "val_auc"} and m["val_acc"] == 0.75, m
+    assert set(m) == {"val_acc", "val_auc", "val_balanced_acc"} and m["val_acc"] == 0.75, m
+    assert math.isclose(m["val_balanced_acc"], (1 + 1 + 0.5) / 3), m

@@ -135,7 +135,9 @@ class Bundle:
 
     @torch.inference_mode()
     def predict_raw(self, images: np.ndarray, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Mean softmax probabilities of the members (N, C), before temperature scaling."""
+        """Mean probabilities of the members (N, C), before temperature scaling: softmax, or (multilabel)
+        one sigmoid per finding."""
+        multilabel = self.meta.get("task") == "multilabel"
         images = self.check_channels(np.asarray(images))
         total = np.zeros((len(images), len(self.class_names)), dtype=np.float64)
         for member in self.members:
@@ -147,7 +149,8 @@ class Bundle:
             for i in starts:
                 x = batcher(torch.from_numpy(images[i:i + batch_size]).to(self.device))
                 with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
-                    total[i:i + batch_size] += member.model(x).float().softmax(1).cpu().numpy()
+                    logits = member.model(x).float()
+                    total[i:i + batch_size] += (logits.sigmoid() if multilabel else logits.softmax(1)).cpu().numpy()
         return total / len(self.members)
 
     def predict(self, images: np.ndarray | Sequence[str | Path], batch_size: int = 64, calibrated: bool = True,
@@ -159,6 +162,8 @@ class Bundle:
         if not isinstance(images, np.ndarray):
             images, _ = self.decode_files(images, skip_bad=False)
         probs = self.predict_raw(images, batch_size, progress)
+        if self.meta.get("task") == "multilabel":  # no temperature: see tl.export.MULTILABEL_CALIBRATION
+            return probs
         return apply_temperature(probs, float(self.meta.get("temperature", 1.0))) if calibrated else probs
 
     def decode_files(self, paths: Sequence[str | Path], skip_bad: bool) -> tuple[np.ndarray, dict[int, str]]:
@@ -176,8 +181,17 @@ class Bundle:
         return images, bad
 
     def labels(self, probs: np.ndarray) -> tuple[list[str], list[str]]:
-        """(label at the bundle's threshold, label at argmax) per row; threshold only for binary tasks."""
+        """(label at the bundle's threshold, label at argmax) per row; threshold only for binary tasks.
+
+        Multilabel: the findings at or above each finding's threshold, joined by ``;`` ("" for
+        none), and the findings at 0.5.
+        """
         names = self.class_names
+        if self.meta.get("task") == "multilabel":
+            cut = np.asarray(self.meta.get("thresholds") or [0.5] * len(names))
+            def called(t):
+                return [";".join(n for n, c in zip(names, row) if c) for row in probs >= t]
+            return called(cut), called(0.5)
         argmax = [names[i] for i in probs.argmax(1)]
         if self.threshold is None:
             return argmax, argmax

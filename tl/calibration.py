@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from tl.metrics import sensitivity_specificity  # noqa: F401  (re-exported: one home, tl.metrics)
+
 ECE_BINS = 15
 TARGET_SENSITIVITY = 0.95
 _LOG_T_RANGE = (-3.0, 3.0)  # temperatures from 0.05 to 20: wider is never a sane fit
@@ -98,16 +100,6 @@ def threshold_for_sensitivity(positive_probs: np.ndarray, labels: np.ndarray, ta
         raise ValueError("no positive case in the split: cannot fit a sensitivity threshold")
     k = int(np.ceil(target * len(pos) - 1e-9))  # this many positives must score >= t
     return float(pos[max(k, 1) - 1])
-
-
-def sensitivity_specificity(positive_probs: np.ndarray, labels: np.ndarray, threshold: float,
-                            positive: int = 1) -> tuple[float, float]:
-    """Sensitivity and specificity when ``p >= threshold`` is called positive (NaN if a class is absent)."""
-    called = np.asarray(positive_probs) >= threshold
-    truth = np.asarray(labels) == positive
-    sens = called[truth].mean() if truth.any() else np.nan
-    spec = (~called[~truth]).mean() if (~truth).any() else np.nan
-    return float(sens), float(spec)
 
 
 class OperatingPoint(NamedTuple):

@@ -18,38 +18,15 @@ from filelock import FileLock
 
 from tl.errors import TLError
 from tl.groups import GROUPS_CSV, group_split, groups_from_csv, groups_from_regex, groups_record
+from tl.tasks import MEDMNIST, Task, medmnist_file, medmnist_md5, medmnist_url, resolve_task
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-MEDMNIST_URL = "https://zenodo.org/records/10519652/files/{flag}.npz?download=1"
-
-# MedMNIST v2 metadata (medmnist/info.py): task, class names and the MD5 of the 28 px file.
-MEDMNIST_INFO: dict[str, dict] = {
-    "pneumoniamnist": {"task": "binary", "labels": ["normal", "pneumonia"], "channels": 1,
-                       "md5": "28209eda62fecd6e6a2d98b1501bb15f"},
-    "pathmnist": {"task": "multiclass", "channels": 3, "md5": "a8b06965200029087d5bd730944a56c1",
-                  "labels": ["adipose", "background", "debris", "lymphocytes", "mucus",
-                             "smooth muscle", "normal colon mucosa", "cancer-associated stroma",
-                             "colorectal adenocarcinoma epithelium"]},
-    "breastmnist": {"task": "binary", "labels": ["malignant", "normal, benign"], "channels": 1,
-                    "md5": "750601b1f35ba3300ea97c75c52ff8f6"},
-    "dermamnist": {"task": "multiclass", "channels": 3, "md5": "0744692d530f8e62ec473284d019b0c7",
-                   "labels": ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
-                              "benign keratosis-like lesions",
-                              "dermatofibroma", "melanoma", "melanocytic nevi", "vascular lesions"]},
-    "bloodmnist": {"task": "multiclass", "channels": 3, "md5": "7053d0359d879ad8a5505303e11de1dc",
-                   "labels": ["basophil", "eosinophil", "erythroblast", "immature granulocytes(myelocytes, metamyelocytes and promyelocytes)",
-                              "lymphocyte", "monocyte", "neutrophil", "platelet"]},
-    "organamnist": {"task": "multiclass", "channels": 1, "md5": "68e3f8846a6bd62f0c9bf841c0d9eacc",
-                    "labels": ["bladder", "femur-left", "femur-right", "heart", "kidney-left",
-                               "kidney-right", "liver", "lung-left", "lung-right", "pancreas",
-                               "spleen"]},
-}
-
-
 @dataclass
 class DatasetArrays:
-    """Decoded splits: ``images[split]`` uint8 (N, C, H, W), ``labels[split]`` int64 (N,)."""
+    """Decoded splits: ``images[split]`` uint8 (N, C, H, W), ``labels[split]`` int64 (N,), or
+    (N, K) multi-hot for a multilabel task. ``task`` (``tl.tasks.Task``) is resolved at load time
+    from the task table, the labels, or TASK / POSITIVE_CLASS (see ``apply_task``)."""
 
     name: str
     images: dict[str, np.ndarray]
@@ -59,6 +36,7 @@ class DatasetArrays:
     fingerprint: str = ""  # identifies the source data; keys caches derived from it
     names: dict[str, list[str]] = field(default_factory=dict)  # per split: file paths / npz names, if known
     _test_fingerprint: str = ""
+    task_info: Task | None = None
 
     @property
     def test_fingerprint(self) -> str:
@@ -86,7 +64,26 @@ class DatasetArrays:
 
     @property
     def task(self) -> str:
-        return "binary" if self.num_classes == 2 else "multiclass"
+        """binary, multiclass, multilabel or ordinal (``tl.tasks.TASKS``)."""
+        if self.task_info is None:
+            self.apply_task()
+        return self.task_info.kind
+
+    @property
+    def positive_index(self) -> int | None:
+        """Binary tasks: the index of the positive class (BreastMNIST: 0, malignant); else None."""
+        if self.task_info is None:
+            self.apply_task()
+        return self.task_info.positive
+
+    def apply_task(self, task: str | None = None, positive_class: str | None = None) -> "DatasetArrays":
+        """Resolve the task: ``task``/``positive_class`` (TASK, POSITIVE_CLASS) over the table's over
+        the labels'. Raises TLError when they do not fit the labels; returns self."""
+        found = medmnist_file(self.name)
+        row = MEDMNIST[found[0]] if found else None
+        self.task_info = resolve_task(self.labels, self.class_names, row.task if row else None,
+                                      row.positive if row else None, task, positive_class, where=self.name)
+        return self
 
     @property
     def channels(self) -> int:
@@ -94,7 +91,7 @@ class DatasetArrays:
 
     def describe(self) -> dict:
         return {"name": self.name, "task": self.task, "num_classes": self.num_classes,
-                "class_names": self.class_names,
+                "class_names": self.class_names, "positive_class": self.positive_index,
                 "split_sizes": {s: int(len(self.labels[s])) for s in SPLITS},
                 "test_fingerprint": self.test_fingerprint, "split": self.split_record}
 
@@ -117,8 +114,9 @@ def cache_dir() -> Path:
 def resolve_dataset_path(dataset: str, data_dir: str | Path | None = None, offline: bool = False) -> Path:
     """Turn a dataset name or path into an existing ``.npz`` file or ImageFolder root.
 
-    A MedMNIST name (``pneumoniamnist``) is looked up as ``<data_dir>/<name>.npz`` and downloaded
-    from MedMNIST's official URL (MD5 checked) when missing and online.
+    A MedMNIST name (``pneumoniamnist``, ``pneumoniamnist_64``, …: ``tl.tasks.MEDMNIST``) is looked
+    up as ``<data_dir>/<name>.npz`` and downloaded from MedMNIST's official URL (or
+    ``$TL_MEDMNIST_URL``), MD5 checked, when missing and online.
     """
     path = Path(dataset).expanduser()
     if path.exists():
@@ -130,32 +128,37 @@ def resolve_dataset_path(dataset: str, data_dir: str | Path | None = None, offli
         return local
     if (data_dir / dataset).exists():
         return data_dir / dataset
-    if name not in MEDMNIST_INFO:
+    if medmnist_file(name) is None:
         raise TLError(f"dataset {dataset!r} not found: not a file or folder, and no {local}; "
-                      f"known MedMNIST names: {', '.join(sorted(MEDMNIST_INFO))}")
+                      f"known MedMNIST names: {', '.join(sorted(MEDMNIST))} (add _64, _128 or _224 for larger files)")
     if offline:
         raise TLError(f"dataset {name!r} is not in the data directory and --offline forbids "
-                      f"downloading: put {name}.npz (MedMNIST, 28 px) at {local}")
+                      f"downloading: put {name}.npz (MedMNIST, {medmnist_file(name)[1]} px) at {local}")
     return _download_medmnist(name, local)
 
 
 def _download_medmnist(name: str, dest: Path) -> Path:
+    """Fetch ``name`` into a ``.part`` file, check its MD5, then rename: no partial file ever lands.
+
+    A cut-off transfer (fewer bytes than Content-Length) raises in urlretrieve; the part file is
+    removed, so the next run starts over.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    url = MEDMNIST_URL.format(flag=name)
+    url, expected = medmnist_url(name), medmnist_md5(name)
     with FileLock(str(dest) + ".lock"):  # parallel trials and drivers race for the same file
         if dest.exists():
             return dest
         tmp = dest.with_suffix(".part")
         try:
             urllib.request.urlretrieve(url, tmp)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # URLError, ContentTooShortError, HTTPError are OSErrors
             tmp.unlink(missing_ok=True)
             raise TLError(f"could not download {name} from {url} ({exc}); "
                           f"put {name}.npz at {dest} by hand") from None
         md5 = hashlib.md5(tmp.read_bytes()).hexdigest()
-        if md5 != MEDMNIST_INFO[name]["md5"]:
+        if md5 != expected:
             tmp.unlink(missing_ok=True)
-            raise TLError(f"download of {name} is corrupt: MD5 {md5}, expected {MEDMNIST_INFO[name]['md5']}")
+            raise TLError(f"download of {name} from {url} is corrupt: MD5 {md5}, expected {expected}")
         tmp.rename(dest)
     return dest
 
@@ -177,9 +180,6 @@ def load_npz_splits(path: Path, groups: str | None = None) -> DatasetArrays:
     for split in SPLITS:
         x, y = npz[f"{split}_images"], npz[f"{split}_labels"]
         y = y.reshape(len(y), -1)
-        if y.shape[1] != 1:
-            raise TLError(f"{path}: {split}_labels has shape {npz[f'{split}_labels'].shape}; "
-                          "only single-label tasks are supported")
         if len(x) != len(y):
             raise TLError(f"{path}: {split}_images has {len(x)} rows but {split}_labels has {len(y)}")
         if x.ndim == 3:
@@ -189,11 +189,26 @@ def load_npz_splits(path: Path, groups: str | None = None) -> DatasetArrays:
         else:
             raise TLError(f"{path}: {split}_images has shape {x.shape}; expected (N,H,W) or (N,H,W,3)")
         images[split] = np.ascontiguousarray(x.astype(np.uint8))
-        labels[split] = y[:, 0].astype(np.int64)
+        labels[split] = (y if y.shape[1] > 1 else y[:, 0]).astype(np.int64)  # (N, K > 1): multi-hot
     name = path.stem.lower()
-    n_classes = int(max(labels[s].max() for s in SPLITS)) + 1
-    class_names = MEDMNIST_INFO.get(name, {}).get("labels") or [str(i) for i in range(n_classes)]
+    widths = {labels[s].shape[1] if labels[s].ndim == 2 else 1 for s in SPLITS}
+    if len(widths) > 1:
+        raise TLError(f"{path}: the splits' labels have different widths {sorted(widths)}")
+    found = medmnist_file(name)
+    if "class_names" in npz.files:
+        class_names = [str(c) for c in npz["class_names"]]
+    elif found:
+        class_names = list(MEDMNIST[found[0]].labels)
+    elif labels["train"].ndim == 2:
+        class_names = [str(i) for i in range(labels["train"].shape[1])]
+    else:
+        class_names = [str(i) for i in range(int(max(labels[s].max() for s in SPLITS)) + 1)]
     for split in SPLITS:
+        if labels[split].ndim == 2:  # multi-hot: checked against the task (0/1 values) in apply_task
+            if labels[split].shape[1] != len(class_names):
+                raise TLError(f"{path}: {split}_labels has {labels[split].shape[1]} columns but "
+                              f"{len(class_names)} class names")
+            continue
         bad = (labels[split] < 0) | (labels[split] >= len(class_names))
         if bad.any():
             raise TLError(f"{path}: {split}_labels has {int(bad.sum())} labels outside "
@@ -354,13 +369,21 @@ def _groups_tag(groups: str | None) -> str:
 
 def load_dataset(dataset: str, image_size: int, data_dir: str | Path | None = None, *,
                  offline: bool = False, seed: int = 0, skip_bad: bool = False,
-                 use_cache: bool = True, groups: str | None = None) -> DatasetArrays:
+                 use_cache: bool = True, groups: str | None = None, task: str | None = None,
+                 positive_class: str | None = None) -> DatasetArrays:
     """Load a dataset by name or path, decoded at ``image_size`` (ImageFolder) or native (npz).
 
     ``.npz`` images keep their stored size (the trainable resizes batches); ImageFolder JPEGs are
     decoded once at ``image_size`` and cached under ``cache_dir()`` keyed by a data fingerprint,
     the seed and the grouping (``groups``: regex over file paths, see :mod:`tl.groups`).
+    ``task`` and ``positive_class`` (TASK, POSITIVE_CLASS) override the task table; TLError if
+    they do not fit the labels.
     """
+    arrays = _load_arrays(dataset, image_size, data_dir, offline, seed, skip_bad, use_cache, groups)
+    return arrays.apply_task(task, positive_class)
+
+
+def _load_arrays(dataset, image_size, data_dir, offline, seed, skip_bad, use_cache, groups) -> DatasetArrays:
     path = resolve_dataset_path(dataset, data_dir, offline)
     if path.is_file():
         arrays = load_npz_splits(path, groups)

@@ -176,16 +176,32 @@ def _load_arrays(cfg: dict, data_dir: str | None, want_fingerprint: str, split_s
 
     seed = cfg["seed"] if split_seed is None else split_seed
     arrays = load_dataset(cfg["dataset"], cfg["image_size"], data_dir or cfg["data_dir"], offline=True,
-                          seed=seed, groups=cfg.get("groups"), skip_bad=skip_bad)
+                          seed=seed, groups=cfg.get("groups"), skip_bad=skip_bad, task=cfg.get("task"),
+                          positive_class=cfg.get("positive_class"))
     if want_fingerprint and arrays.test_fingerprint != want_fingerprint:
         raise TLError(f"dataset {cfg['dataset']}: its test split is not the one the trial was tested on "
                       f"(fingerprint {arrays.test_fingerprint}, saved {want_fingerprint}); the data changed")
     return arrays
 
 
-def calibration_figures(val: dict, test: dict, target: float) -> dict:
-    """Temperature and threshold fitted on val; ECE and sensitivity/specificity measured on test."""
-    point = fit_operating_point(val["probs"], val["labels"], target)
+# Why a multilabel bundle keeps temperature 1: one softmax temperature does not apply to K
+# independent sigmoids, and a per-finding fit on 94 val images (chestxray14_1000) with a few
+# positives per finding would fit noise.
+MULTILABEL_CALIBRATION = ("temperature scaling skipped for a multilabel task: K independent sigmoids, "
+                          "too few val positives per finding to fit K temperatures; threshold 0.5 per finding")
+
+
+def calibration_figures(val: dict, test: dict, target: float, task: str | None = None,
+                        positive: int | None = 1) -> dict:
+    """Temperature and threshold fitted on val; ECE and sensitivity/specificity measured on test.
+
+    Multilabel: no temperature (``MULTILABEL_CALIBRATION`` says why); every finding at 0.5.
+    """
+    if task == "multilabel" or np.asarray(val["labels"]).ndim == 2:
+        k = np.asarray(val["labels"]).shape[1]
+        return {"temperature": 1.0, "ece_bins": ECE_BINS, "threshold": None, "thresholds": [0.5] * k,
+                "target_sensitivity": None, "calibration_note": MULTILABEL_CALIBRATION}
+    point = fit_operating_point(val["probs"], val["labels"], target, 1 if positive is None else positive)
     before, after = test["probs"], apply_temperature(test["probs"], point.temperature)
     out = {"temperature": point.temperature, "ece_bins": ECE_BINS,
            "test_ece_before": expected_calibration_error(before, test["labels"]),
@@ -224,7 +240,6 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
         raise TLError("--ensemble: the trials were validated on different val splits; cannot fit one calibration")
     mean = {"val": {"probs": np.mean([v["probs"] for v in val], 0), "labels": val[0]["labels"]},
             "test": {"probs": np.mean([t["probs"] for t in test], 0), "labels": test[0]["labels"]}}
-    figures = calibration_figures(mean["val"], mean["test"], target_sensitivity)
     cfg0 = _config(chosen[0]["trial_dir"])
     test_fp = str(test[0].get("test_fingerprint", ""))
     dataset = meta.get("dataset", {})
@@ -232,7 +247,9 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
     skip_bad = bool((meta.get("args") or {}).get("skip_bad_images"))
     arrays = _load_arrays(cfg0, data_dir, test_fp, split_seed, skip_bad)
     class_names = list(dataset.get("class_names") or arrays.class_names)
-    binary = len(class_names) == 2
+    task, positive = arrays.task, arrays.positive_index
+    binary = task == "binary"
+    figures = calibration_figures(mean["val"], mean["test"], target_sensitivity, task, positive)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -250,8 +267,9 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
             raise TLError("--ensemble: the trials decode images at different sizes; export them one by one")
         model_json = {
             "schema_version": SCHEMA_VERSION, "kind": "ensemble" if len(members) > 1 else "single",
-            "task": "binary" if binary else "multiclass", "class_names": class_names,
-            "positive_index": 1 if binary else None, "positive_class": class_names[1] if binary else None,
+            "task": task, "class_names": class_names,
+            "positive_index": positive if binary else None, "positive_class": class_names[positive] if binary else None,
+            "thresholds": figures.get("thresholds"),
             "channels": int(arrays.channels), "decode_size": members[0]["decode_size"],
             "preprocessing": "files: PIL convert('RGB'), bilinear resize to decode_size (tl.data); arrays as given; "
                              "then /255, gray replicated to 3 channels, bilinear (antialiased when shrinking) to "
@@ -328,8 +346,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cal = meta["provenance"]["calibration"]
     print(f"[tl.export] {meta['kind']} bundle of trial(s) {', '.join(meta['provenance']['trials'])} -> {args.out}")
-    print(f"  temperature {cal['temperature']:.3f} (fitted on val); test ECE ({cal['ece_bins']} bins) "
-          f"{cal['test_ece_before']:.4f} -> {cal['test_ece_after']:.4f}")
+    if "calibration_note" in cal:  # multilabel: no temperature, 0.5 per finding
+        print(f"  {cal['calibration_note']}")
+    else:
+        print(f"  temperature {cal['temperature']:.3f} (fitted on val); test ECE ({cal['ece_bins']} bins) "
+              f"{cal['test_ece_before']:.4f} -> {cal['test_ece_after']:.4f}")
     if cal["threshold"] is not None:
         print(f"  threshold {cal['threshold']:.4f} for val sensitivity >= {cal['target_sensitivity']}: "
               f"test sensitivity {cal['test_sensitivity']:.3f}, specificity {cal['test_specificity']:.3f}")

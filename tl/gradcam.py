@@ -153,8 +153,12 @@ def save_test_grid(bundle, arrays, raw_test_probs: np.ndarray, path: Path, per_c
     from tl.calibration import apply_temperature
 
     labels = np.asarray(arrays.labels["test"])
-    probs = apply_temperature(raw_test_probs, float(bundle.meta.get("temperature", 1.0)))
-    if probs.shape[1] == 2:
+    multilabel = labels.ndim == 2
+    probs = raw_test_probs if multilabel else apply_temperature(raw_test_probs, float(bundle.meta.get("temperature", 1.0)))
+    if multilabel:  # right: every finding right at 0.5; the map shown is the top-scoring finding's
+        right = ((probs >= 0.5) == labels.astype(bool)).all(1)
+        cells = {"all findings right": np.flatnonzero(right)[:per_cell], "some wrong": np.flatnonzero(~right)[:per_cell]}
+    elif probs.shape[1] == 2:
         cells = confusion_cells(probs, labels, bundle.threshold, int(bundle.meta["positive_index"]), per_cell)
     else:
         right = probs.argmax(1) == labels
@@ -171,8 +175,11 @@ def save_test_grid(bundle, arrays, raw_test_probs: np.ndarray, path: Path, per_c
             if c < len(idx):
                 i = int(idx[c])
                 ax.imshow(overlay(bundle.check_channels(arrays.images["test"][i:i + 1])[0], maps[k]))
-                shown = int(bundle.meta["positive_index"]) if probs.shape[1] == 2 else int(probs[i].argmax())
-                ax.set_title(f"{cell} (true {names[labels[i]]})\np({names[shown]})={probs[i, shown]:.2f}, test #{i}",
+                binary = probs.shape[1] == 2 and not multilabel
+                shown = int(bundle.meta["positive_index"]) if binary else int(probs[i].argmax())
+                truth = ("+".join(n for n, y in zip(names, labels[i]) if y) or "no finding") if multilabel \
+                    else names[labels[i]]
+                ax.set_title(f"{cell} (true {truth})\np({names[shown]})={probs[i, shown]:.2f}, test #{i}",
                              fontsize=7)
                 k += 1
             elif c == 0:

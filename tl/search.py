@@ -22,6 +22,7 @@ from tl.console import PREFIX, LiveView, resume_command, run_options, set_restor
 from tl.errors import TLError
 from tl.finalist_stage import run_finalist_stage
 from tl.finalists import parse_count
+from tl.tasks import check_metric
 from tl.space import SAMPLERS, SearchSpace, SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points
 from tl.trainable import train_transfer
 from tl.weights import preflight
@@ -294,11 +295,16 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     # An .npz is stored at one size (trials resize batches): load it once, share it for every size.
     sizes = space.image_sizes()[:1] if source.is_file() else space.image_sizes()
     loaded = {size: load_dataset(space.dataset, size, args.data_dir, offline=args.offline, seed=args.seed or 0,
-                                 skip_bad=args.skip_bad_images, groups=space.groups) for size in sizes}
+                                 skip_bad=args.skip_bad_images, groups=space.groups, task=space.task,
+                                 positive_class=space.positive_class) for size in sizes}
     datasets = {size: loaded.get(size, loaded[sizes[0]]) for size in space.image_sizes()}
     for arrays in loaded.values():  # computed once here, it travels to the trials with the arrays
         arrays.test_fingerprint  # noqa: B018
     first = next(iter(datasets.values()))
+    check_metric(space.metric, first.task, f"{args.space}: METRIC")
+    what = "findings" if first.task == "multilabel" else "classes"
+    print(f"[tl.search] task {first.task}: {first.num_classes} {what}"
+          + (f", positive class {first.class_names[first.positive_index]!r}" if first.task == "binary" else ""))
     batch_sizes = space.params.get("batch_size", [space.fixed.get("batch_size", 64)])
     if isinstance(batch_sizes, list) and min(batch_sizes) > len(first.labels["train"]):
         raise TLError(f"batch_size {min(batch_sizes)} is larger than the training set ({len(first.labels['train'])} images)")
@@ -311,6 +317,8 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         space.num_samples = len(grid_configs(space))
         print(f"[tl.search] grid: {space.num_samples} trials, every combination once")
     space.fixed.update({"dataset": space.dataset, "data_dir": args.data_dir})
+    # A trial that loads for itself resolves the same task.
+    space.fixed.update({"task": space.task, "positive_class": space.positive_class})
     if space.groups:  # a trial that decodes for itself carves the same grouped split
         space.fixed["groups"] = space.groups
     mlflow_uri = _mlflow_uri(args.mlflow) if args.mlflow is not None else None

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from tl.errors import TLError
 from tl.models import FREEZE_MODES, get_backbone
-from tl.trainable import DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS
+from tl.tasks import ALL_VAL_METRICS, TASKS
+from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS
 from tl.weights import validate_weights
 
 SPACE_KEYS = {
@@ -24,7 +25,8 @@ SPACE_KEYS = {
     "FREEZE": "list of freeze modes for pretrained backbones (none, backbone, partial)",
     "PARAMS": "dict trial key -> list of choices or (distribution, low, high)",
     "FIXED": "dict trial key -> constant value",
-    "METRIC": "val metric that drives ASHA and Optuna (val_acc, val_auc, val_loss)",
+    "METRIC": "val metric that drives ASHA and Optuna (val_acc, val_auc, val_loss, val_balanced_acc; "
+              "ordinal: val_mae, val_qwk; multilabel: val_auc is the mean AUC, val_map; see tl.tasks)",
     "MODE": "max or min",
     "MAX_EPOCHS": "ASHA's max_t and the cap on any trial's epochs",
     "NUM_SAMPLES": "number of trials",
@@ -39,10 +41,12 @@ SPACE_KEYS = {
               "carved splits are then disjoint by group",
     "FINALISTS": "after the search, re-train the top K tested recipes for their full epochs over seeds (None: off)",
     "FINALIST_SEEDS": "seeds per finalist recipe, none of them the search's (default 3)",
+    "TASK": "binary, multiclass, multilabel or ordinal; overrides the task table (tl.tasks) or the labels' inference",
+    "POSITIVE_CLASS": "binary tasks: the name of the class sensitivity is about (default: the table's, else class 1)",
 }
 DISTRIBUTIONS = ("loguniform", "uniform", "int")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
-VAL_METRICS = ("val_acc", "val_auc", "val_loss")
+VAL_METRICS = ALL_VAL_METRICS  # which of them a dataset reports is checked once its task is known
 
 
 @dataclass
@@ -67,6 +71,8 @@ class SearchSpace:
     groups: str | None = None
     finalists: int | None = None
     finalist_seeds: int = 3
+    task: str | None = None
+    positive_class: str | None = None
 
     def weight_pairs(self) -> list[tuple[str, str]]:
         return [(b, w) for b, ws in self.backbones.items() for w in ws]
@@ -137,6 +143,10 @@ def _check_param(path: str, key: str, value) -> None:
             raise _fail(path, key, f"must be one of {sorted(OPTIMIZERS)}, got {v!r}")
         if key == "scheduler" and v not in SCHEDULERS:
             raise _fail(path, key, f"must be one of {sorted(SCHEDULERS)}, got {v!r}")
+        if key == "class_weight" and v not in CLASS_WEIGHTS:
+            raise _fail(path, key, f"must be one of {list(CLASS_WEIGHTS)}, got {v!r}")
+        if key in ("task", "positive_class"):
+            raise _fail(path, key, "set it through TASK / POSITIVE_CLASS, not PARAMS or FIXED")
         if key == "precision" and v not in PRECISIONS:
             raise _fail(path, key, f"must be one of {list(PRECISIONS)}, got {v!r}")
         if key in ("backbone", "weights", "freeze"):
@@ -172,6 +182,10 @@ def validate_space(space: SearchSpace) -> None:
         _check_param(p, key, value)
     if space.metric not in VAL_METRICS:
         raise _fail(p, "METRIC", f"must be a val metric {VAL_METRICS} (test never drives the search), got {space.metric!r}")
+    if space.task is not None and space.task not in TASKS:
+        raise _fail(p, "TASK", f"must be one of {', '.join(TASKS)}, got {space.task!r}")
+    if space.positive_class is not None and not isinstance(space.positive_class, str):
+        raise _fail(p, "POSITIVE_CLASS", f"must be a class name (a string), got {space.positive_class!r}")
     if space.mode not in ("max", "min"):
         raise _fail(p, "MODE", f"must be max or min, got {space.mode!r}")
     for key in ("max_epochs", "num_samples", "grace_period"):

@@ -6,11 +6,8 @@ memory (shared through the object store) and become float batches on the trial's
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from contextlib import nullcontext
 import math
-import os
 import tempfile
 import time
 import warnings
@@ -21,38 +18,16 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 from torch import nn
 
-from tl.data import DatasetArrays, cache_dir, load_dataset
+from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS  # noqa: F401  (re-exported)
+from tl.data import DatasetArrays, load_dataset
 from tl.errors import TLError
-from tl.metrics import classification_metrics
-from tl.models import apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier, set_classifier
+from tl.feature_cache import cached_features, identity_batcher
+from tl.metrics import best_balanced_threshold, sensitivity_specificity, split_metrics
+from tl.models import apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier
 from tl.weights import load_state_dict, normalization
 
-# Every key a trial config may carry, with its default. The search space overrides these.
-DEFAULTS: dict = {
-    "dataset": "pneumoniamnist", "data_dir": None, "backbone": "convmodel", "weights": "none",
-    "freeze": "none", "freeze_fraction": 0.75, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4,
-    "epochs": 5, "image_size": 28, "optimizer": "adamw", "scheduler": "cosine", "augment": True,
-    "label_smoothing": 0.0, "patch_size": 4, "seed": 0, "metric": "val_acc", "mode": "max",
-    "fail_at_epoch": 0, "feature_cache": True, "compile": False, "precision": "fp32",
-    "channels_last": True,
-}
-
-OPTIMIZERS = {
-    "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
-    "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True),
-    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
-}
-SCHEDULERS = {
-    "cosine": lambda opt, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1)),
-    "constant": lambda opt, epochs: torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0),
-    "step": lambda opt, epochs: torch.optim.lr_scheduler.StepLR(opt, step_size=max(epochs // 3, 1), gamma=0.1),
-}
-
-
-PRECISIONS = ("fp32", "bf16")
 # Saved once a trial is tested, from its best-by-val epoch: ``<key>.npz`` in checkpoint and trial folder.
 PREDICTION_FILES = ("test_predictions", "val_predictions")
 
@@ -119,12 +94,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     """One pass over shuffled training data; returns (mean loss, accuracy). One host sync at the end.
 
     ``amp_dtype`` (see ``autocast_dtype``) runs the forward pass and the loss under autocast.
+    Float (N, K) labels are multi-hot (multilabel task): accuracy is then per label at 0.5.
     """
     model.train()
     freeze_bn_stats(model)
     order = torch.randperm(len(labels), generator=generator).to(images.device)
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    correct = torch.zeros((), device=device)
     # a last batch of one image is dropped: BatchNorm cannot train on it
     n_batches = len(order) // batch_size + (len(order) % batch_size > 1)
     for i in range(n_batches):
@@ -138,7 +114,10 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         loss.backward()
         optimizer.step()
         loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
+        if y.ndim == 2:  # multilabel: the share of labels right at 0.5, MedMNIST's ACC
+            correct += ((logits > 0) == (y > 0.5)).float().mean(1).sum()
+        else:
+            correct += (logits.argmax(1) == y).sum()
     seen = min(n_batches * batch_size, len(order))
     return loss_sum.item() / seen, correct.item() / seen
 
@@ -147,57 +126,60 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batcher: Batcher,
              device: torch.device, batch_size: int = 256,
              amp_dtype: torch.dtype | None = None) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy and softmax probabilities (N, C) over a whole split."""
+    """Mean unweighted loss and probabilities over a whole split.
+
+    Single-label: cross-entropy and softmax (N, C). Float (N, K) labels (multilabel): binary
+    cross-entropy and one sigmoid per finding (N, K).
+    """
     model.eval()
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = torch.cat([model(batcher(images[i:i + batch_size].to(device))).float()
                             for i in range(0, len(labels), batch_size)])
+    if labels.ndim == 2:
+        loss = F.binary_cross_entropy_with_logits(logits, labels.to(device).float()).item()
+        return loss, logits.sigmoid().cpu().numpy()
     loss = F.cross_entropy(logits, labels.to(device)).item()
     return loss, logits.softmax(1).cpu().numpy()
 
 
-def _identity_batcher(features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    return features
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights ``N / (C * count_c)`` (1 for a balanced set); multi-hot labels:
+    per-finding ``pos_weight = negatives / positives`` (1 where a finding has no positive)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        pos = labels.sum(0).astype(np.float64)
+        return torch.tensor(np.where(pos > 0, (len(labels) - pos) / np.maximum(pos, 1), 1.0), dtype=torch.float32)
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return torch.tensor(np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0),
+                        dtype=torch.float32)
 
 
-def _array_fingerprint(arrays: DatasetArrays) -> str:
-    """The loader's fingerprint, or (arrays built by hand) a hash of the pixels and labels."""
-    if arrays.fingerprint:
-        return arrays.fingerprint
-    h = hashlib.sha1()
-    for split in ("train", "val", "test"):
-        h.update(np.ascontiguousarray(arrays.images[split]).data)
-        h.update(np.ascontiguousarray(arrays.labels[split]).data)
-    return h.hexdigest()[:16]
+# Loss per task: multilabel is one sigmoid per finding; the others are one softmax over classes
+# (ordinal too: cross-entropy is what the issue accepts, QWK measures the grading).
+LOSSES = {
+    "multilabel": lambda weight, smoothing: nn.BCEWithLogitsLoss(pos_weight=weight),
+    "binary": lambda weight, smoothing: nn.CrossEntropyLoss(weight=weight, label_smoothing=smoothing),
+    "multiclass": lambda weight, smoothing: nn.CrossEntropyLoss(weight=weight, label_smoothing=smoothing),
+    "ordinal": lambda weight, smoothing: nn.CrossEntropyLoss(weight=weight, label_smoothing=smoothing),
+}
 
 
-def cached_features(model: nn.Module, spec, cfg: dict, arrays: DatasetArrays, split: dict, batcher: Batcher,
-                    device: torch.device) -> dict[str, torch.Tensor]:
-    """Frozen-backbone features per split, computed once per (backbone, weights, input size,
-    normalisation, data fingerprint) and shared on disk by every trial on the node.
+def build_criterion(task: str, train_labels: np.ndarray, num_classes: int, class_weight: str = "none",
+                    label_smoothing: float = 0.0) -> nn.Module:
+    """The training loss for ``task`` (``LOSSES``), inverse-frequency weighted when ``class_weight="balanced"``."""
+    if class_weight not in CLASS_WEIGHTS:
+        raise TLError(f"class_weight must be one of {list(CLASS_WEIGHTS)}, got {class_weight!r}")
+    weight = class_weights(train_labels, num_classes) if class_weight == "balanced" else None
+    return LOSSES[task](weight, label_smoothing)
 
-    Features come from un-augmented images: a fixed-feature-extractor trial trains its head
-    without augmentation (set ``feature_cache=False`` to augment through the full network).
-    """
-    key = hashlib.sha1(json.dumps([cfg["backbone"], cfg["weights"], batcher.size, batcher.mean.flatten().tolist(),
-                                   batcher.std.flatten().tolist(), _array_fingerprint(arrays)]).encode()).hexdigest()[:20]
-    path = cache_dir() / "features" / f"{key}.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):  # concurrent trials wait for the first one's pass
-        if not path.exists():
-            head = get_classifier(model, spec)
-            set_classifier(model, spec, nn.Identity())
-            with torch.inference_mode():
-                model.eval()
-                feats = {s: torch.cat([model(batcher(images[i:i + 256].to(device))).float().cpu()
-                                       for i in range(0, len(images), 256)]).numpy()
-                         for s, (images, _) in split.items()}
-            set_classifier(model, spec, head)
-            tmp = path.with_suffix(".part.npz")
-            np.savez(tmp, **feats)
-            os.replace(tmp, path)
-        with np.load(path) as npz:
-            return {s: torch.from_numpy(npz[s]) for s in split}
+
+def threshold_metrics(val_probs: np.ndarray, val_labels: np.ndarray, test_probs: np.ndarray,
+                      test_labels: np.ndarray, positive: int) -> dict:
+    """Binary tasks: the threshold val chose for the best balanced accuracy, and test at it."""
+    t = best_balanced_threshold(val_probs[:, positive], val_labels, positive)
+    sens, spec = sensitivity_specificity(test_probs[:, positive], test_labels, t, positive)
+    return {"val_threshold": t, "test_sensitivity_at_val_threshold": sens,
+            "test_specificity_at_val_threshold": spec, "test_balanced_acc_at_val_threshold": (sens + spec) / 2}
 
 
 def _as_tensor(array: np.ndarray) -> torch.Tensor:
@@ -232,6 +214,9 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
     """
     cfg = {**DEFAULTS, **config}
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if arrays.task_info is None or cfg["task"] or cfg["positive_class"]:
+        arrays.apply_task(cfg["task"], cfg["positive_class"])
+    task, positive = arrays.task, arrays.positive_index
     torch.manual_seed(cfg["seed"])
     size = _input_size(cfg["backbone"], cfg["image_size"])
     model = build_model(cfg["backbone"], arrays.num_classes, state_dict, image_size=size,
@@ -245,11 +230,14 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
     optimizer = OPTIMIZERS[cfg["optimizer"]]([p for p in model.parameters() if p.requires_grad],
                                              cfg["lr"], cfg["weight_decay"])
     scheduler = SCHEDULERS[cfg["scheduler"]](optimizer, cfg["epochs"])
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    criterion = build_criterion(task, arrays.labels["train"], arrays.num_classes, cfg["class_weight"],
+                                cfg["label_smoothing"]).to(device)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in normalization(cfg["backbone"], cfg["weights"]))
     train_batcher = Batcher(size, mean, std, bool(cfg["augment"]), bool(cfg["channels_last"]))
     eval_batcher = Batcher(size, mean, std, False, bool(cfg["channels_last"]))
-    split = {s: (_as_tensor(arrays.images[s]), torch.from_numpy(np.asarray(arrays.labels[s]))) for s in ("train", "val", "test")}
+    label_dtype = torch.float32 if task == "multilabel" else torch.int64  # BCE wants float multi-hot targets
+    split = {s: (_as_tensor(arrays.images[s]), torch.from_numpy(np.asarray(arrays.labels[s])).to(label_dtype))
+             for s in ("train", "val", "test")}
     if cfg["batch_size"] > len(split["train"][1]):
         raise TLError(f"batch_size {cfg['batch_size']} is larger than the training set ({len(split['train'][1])} images)")
     net = model  # what the epoch loop trains: the whole model, or only its head on cached features
@@ -257,7 +245,7 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
         features = cached_features(model, spec, cfg, arrays, split, eval_batcher, device)
         split = {s: (features[s], split[s][1]) for s in split}
         net = get_classifier(model, spec)
-        train_batcher = eval_batcher = _identity_batcher
+        train_batcher = eval_batcher = identity_batcher
     split = resident_split(split, device)
     # Opt-in: compiling costs ~1 min on 2 CPU cores and paid only for some models (benchmarks.compile).
     # Checkpoints keep the uncompiled model's state_dict, so they load either way.
@@ -290,7 +278,7 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
         train_time = time.perf_counter() - t0
         val_loss, val_probs = evaluate(step_net, *split["val"], eval_batcher, device, amp_dtype=amp_dtype)
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                   **classification_metrics(val_probs, split["val"][1].cpu().numpy(), "val"), "lr": lr,
+                   **split_metrics(val_probs, arrays.labels["val"], "val", task, positive, arrays.class_names), "lr": lr,
                    "epoch_time_s": time.perf_counter() - t0, "images_per_s": len(split["train"][1]) / train_time,
                    "input_size": size, "device": device.type, **counts}
         score = sign * metrics[cfg["metric"]]
@@ -303,9 +291,13 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
         if epoch == cfg["epochs"]:
             model.load_state_dict(best["model"])  # test once, with the weights val chose
             test_loss, test_probs = evaluate(step_net, *split["test"], eval_batcher, device, amp_dtype=amp_dtype)
-            test_labels = split["test"][1].cpu().numpy()
-            metrics.update({"test_loss": test_loss, **classification_metrics(test_probs, test_labels, "test"),
+            test_labels = np.asarray(arrays.labels["test"])
+            metrics.update({"test_loss": test_loss,
+                            **split_metrics(test_probs, test_labels, "test", task, positive, arrays.class_names),
                             "test_n": len(test_labels), "best_epoch": best["epoch"]})
+            if task == "binary" and best["val_probs"] is not None:
+                metrics.update(threshold_metrics(best["val_probs"].cpu().numpy(), np.asarray(arrays.labels["val"]),
+                                                 test_probs, test_labels, positive))
             # The fingerprints let a paired comparison (or a val-fitted calibration) check both
             # sides saw the same images.
             prints = {"test_fingerprint": np.array(arrays.test_fingerprint),
@@ -314,7 +306,7 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
             state["test_predictions"] = {"probs": test_probs.astype(np.float32), "labels": test_labels, **prints}
             if best["val_probs"] is not None:  # None only if a checkpoint from before val was saved
                 state["val_predictions"] = {"probs": best["val_probs"].cpu().numpy(),
-                                            "labels": split["val"][1].cpu().numpy(), **prints}
+                                            "labels": np.asarray(arrays.labels["val"]), **prints}
         yield metrics, state
 
 

@@ -1,0 +1,104 @@
+"""The multilabel yardstick: the search's val-chosen model vs logistic regression on raw pixels.
+
+    python -m benchmarks.multilabel_baseline EXPERIMENT [--data-dir DIR] [--json out.json]
+
+Both are scored on the same test split of the experiment's dataset (``chestxray14_1000`` for
+``search_spaces/chest14.py``): mean AUC over findings that have a positive and a negative in test,
+each with a 95% percentile bootstrap interval, and the paired bootstrap interval of their
+difference (the same resampled test images for both). The baseline is scikit-learn's logistic
+regression, one-vs-rest (one per finding), on the pixels scaled to [0, 1]; its C is chosen on val
+mean AUC from a small grid, so test never tunes it. MedMNIST's ACC of both and of predicting "no
+finding" everywhere is printed too, to show how little ACC says on rare findings.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+
+from analysis.classification import macro_auc
+from analysis.load import Predictions
+from analysis.stats import bootstrap_interval
+from analysis.summary import build_summary
+from tl.data import load_dataset
+from tl.metrics import findings_left_out
+
+C_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+
+
+def logistic_regression_probs(arrays, c_grid=C_GRID, seed: int = 0) -> tuple[np.ndarray, float, dict]:
+    """Test probabilities (N, K) of one-vs-rest logistic regression on raw pixels; C picked on val."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    def flat(split: str) -> np.ndarray:
+        return arrays.images[split].reshape(len(arrays.images[split]), -1).astype(np.float32) / 255
+
+    x_train, y_train = flat("train"), arrays.labels["train"]
+    val_auc = {}
+    models = {}
+    for c in c_grid:
+        model = OneVsRestClassifier(LogisticRegression(C=c, max_iter=2000, random_state=seed))
+        model.fit(x_train, y_train)
+        models[c] = model
+        val_auc[c] = macro_auc(Predictions(model.predict_proba(flat("val")), arrays.labels["val"]))
+    best = max(val_auc, key=val_auc.get)
+    return models[best].predict_proba(flat("test")), best, val_auc
+
+
+def compare(experiment: Path, data_dir: str | None, n_resamples: int = 2000, seed: int = 0) -> dict:
+    summary = build_summary([experiment], n_resamples=200)  # only to find the val-chosen trial
+    if summary.chosen.empty:
+        raise SystemExit(f"{experiment}: no tested trial with test predictions")
+    trial = str(summary.chosen["trial"].iloc[0])
+    model = summary.experiment.predictions[trial]
+    dataset = summary.experiment.meta["dataset"]["name"]
+    arrays = load_dataset(dataset, 64, data_dir, offline=True)
+    if arrays.test_fingerprint != model.fingerprint:
+        raise SystemExit(f"{dataset}: its test split is not the one the trial was tested on")
+    probs, c, val_auc = logistic_regression_probs(arrays)
+    baseline = Predictions(probs, arrays.labels["test"])
+    n, kw = len(baseline.labels), {"n_resamples": n_resamples, "seed": seed}
+    def stat(pred):
+        return lambda i: macro_auc(Predictions(pred.probs[i], pred.labels[i]))
+    ci_model, ci_base = bootstrap_interval(stat(model), n, **kw), bootstrap_interval(stat(baseline), n, **kw)
+    diff = bootstrap_interval(lambda i: stat(model)(i) - stat(baseline)(i), n, **kw)
+    acc = {name: float(((p.probs >= 0.5) == p.labels.astype(bool)).mean()) for name, p in
+           (("model", model), ("baseline", baseline))}
+    return {"experiment": str(experiment), "dataset": dataset, "trial": trial, "test_n": n,
+            "config": {k: summary.chosen[k].iloc[0] for k in ("backbone", "freeze", "weights") if k in summary.chosen},
+            "left_out_of_mean": findings_left_out(baseline.labels, arrays.class_names),
+            "model_mean_auc": list(ci_model[:3]), "baseline_mean_auc": list(ci_base[:3]),
+            "difference": list(diff[:3]), "baseline_C": c, "baseline_val_mean_auc": val_auc,
+            "acc_model": acc["model"], "acc_baseline": acc["baseline"],
+            "acc_no_finding": float((baseline.labels == 0).mean()),
+            "bootstrap": f"{n_resamples} resamples of the test images, percentile 95%, seed {seed}",
+            "measured": dt.date.today().isoformat()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("experiment", type=Path)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    r = compare(args.experiment, args.data_dir)
+    fmt = lambda v: f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"  # noqa: E731
+    print(f"{r['dataset']}, test n={r['test_n']}; mean AUC over findings (left out: "
+          f"{', '.join(r['left_out_of_mean']) or 'none'}), 95% bootstrap intervals:")
+    print(f"  val-chosen model {r['trial']} {r['config']}: {fmt(r['model_mean_auc'])}")
+    print(f"  logistic regression on raw pixels (C={r['baseline_C']:g}, chosen on val): {fmt(r['baseline_mean_auc'])}")
+    print(f"  difference (model - baseline), paired: {fmt(r['difference'])}")
+    print(f"  MedMNIST ACC: model {r['acc_model']:.3f}, baseline {r['acc_baseline']:.3f}, "
+          f"predicting no finding everywhere {r['acc_no_finding']:.3f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(r, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

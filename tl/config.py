@@ -1,0 +1,36 @@
+"""Trial configuration: every key a trial config may carry with its default, and the name tables
+for optimizers, schedulers, precisions and class weighting.
+
+The one home of these rules: ``tl.space`` checks a space file against them without importing the
+training loop, and ``tl.trainable`` builds from them.
+"""
+from __future__ import annotations
+
+import torch
+
+# Every key a trial config may carry, with its default. The search space overrides these.
+DEFAULTS: dict = {
+    "dataset": "pneumoniamnist", "data_dir": None, "backbone": "convmodel", "weights": "none",
+    "freeze": "none", "freeze_fraction": 0.75, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4,
+    "epochs": 5, "image_size": 28, "optimizer": "adamw", "scheduler": "cosine", "augment": True,
+    "label_smoothing": 0.0, "patch_size": 4, "seed": 0, "metric": "val_acc", "mode": "max",
+    "fail_at_epoch": 0, "feature_cache": True, "compile": False, "precision": "fp32",
+    "channels_last": True,
+    # The task (tl.tasks): None takes the table's or the inferred one; TASK / POSITIVE_CLASS set them.
+    "task": None, "positive_class": None,
+    # "balanced": inverse-frequency class weights (multilabel: per-finding pos_weight = negatives / positives).
+    "class_weight": "none",
+}
+
+OPTIMIZERS = {
+    "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+    "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True),
+    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+}
+SCHEDULERS = {
+    "cosine": lambda opt, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1)),
+    "constant": lambda opt, epochs: torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0),
+    "step": lambda opt, epochs: torch.optim.lr_scheduler.StepLR(opt, step_size=max(epochs // 3, 1), gamma=0.1),
+}
+PRECISIONS = ("fp32", "bf16")
+CLASS_WEIGHTS = ("none", "balanced")
