@@ -172,8 +172,8 @@ def _init_ray(address: str | None, verbose: bool = False) -> None:
     try:
         if address:
             ray.init(address=address, **({"log_to_driver": True} | quiet))
-        else:
-            ray.init(include_dashboard=False, dashboard_host="127.0.0.1", **quiet)
+        else:  # a new local instance: never join a cluster some other job started with `ray start`
+            ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise TLError(f"cannot reach Ray at --address {address}: {str(exc).splitlines()[0]}") from None
 
