@@ -35,3 +35,15 @@ def tl_cache_dir(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("TL_CACHE_DIR", None)
     else:
         os.environ["TL_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of CPU training tests: on 2 cores shared with other jobs,
+    2 threads spin-wait (measured 8x slower). Use with ``pytest.mark.usefixtures``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,12 +13,7 @@ from tl.trainable import run_epochs
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def graded_set(n: dict | None = None, seed: int = 0) -> DatasetArrays:

@@ -34,13 +34,7 @@ def _run(config: dict, arrays: DatasetArrays, state_dict: dict | None = None,
     return [metrics for metrics, _ in run_epochs(config, arrays, state_dict, checkpoint_dir, device=CPU)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on 2 cores shared with other jobs, 2 threads spin-wait (measured 8x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
