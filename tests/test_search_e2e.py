@@ -184,12 +184,15 @@ def grid_experiment(tmp_path_factory, data_dir) -> Path:
     proc = _run([*GRID_ARGS, "--data-dir", str(data_dir), "--storage", str(storage), "--name", "grid"])
     assert proc.returncode == 0, f"grid search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     (storage / "search_stdout.txt").write_text(proc.stdout)
+    (storage / "search_stderr.txt").write_text(proc.stderr)
     return storage / "grid"
 
 
 def test_grid_sampler_runs_every_combination_once(grid_experiment):
     """SAMPLER grid through the CLI: Ray's BasicVariantGenerator gets every combination as a point."""
     assert "grid: 2 trials" in (grid_experiment.parent / "search_stdout.txt").read_text()
+    # Ray warns when a grid point sets a key its param_space holds as a different constant.
+    assert "Pre-set value" not in (grid_experiment.parent / "search_stderr.txt").read_text()
     trials = _trials(grid_experiment)
     assert sorted(t["params"]["batch_size"] for t in trials) == [64, 128], [t["params"] for t in trials]
     for t in trials:

@@ -152,11 +152,14 @@ def _probe_address(address: str) -> None:
 
 def _quiet_ray() -> None:
     """Silence Ray's and Optuna's chatter: the token-auth notice, study creation, MLflow's DB set-up and
-    the "failed to fetch metrics" warning for trials a time budget left unstarted."""
+    the "failed to fetch metrics" warning for trials a time budget left unstarted, and the
+    "snapshotting ... may become a bottleneck" warning that fixed-extractor trials (an epoch a
+    second, a checkpoint each) set off at every epoch."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("ray._private.authentication", "ray.tune.analysis.experiment_analysis", "mlflow", "alembic"):
+    for name in ("ray._private.authentication", "ray.tune.analysis.experiment_analysis",
+                 "ray.tune.execution.experiment_state", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
@@ -176,6 +179,21 @@ def _init_ray(address: str | None, verbose: bool = False) -> None:
             ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise TLError(f"cannot reach Ray at --address {address}: {str(exc).splitlines()[0]}") from None
+
+
+def _grid_param_space(configs: list[dict]) -> dict:
+    """What Ray's generator fills the grid points into: every key they set, and a choice over
+    the values of each key that varies, so no point looks like it overrides a constant."""
+    from ray import tune
+
+    space = {}
+    for key in configs[0]:
+        values = []
+        for config in configs:
+            if config[key] not in values:
+                values.append(config[key])
+        space[key] = values[0] if len(values) == 1 else tune.choice(values)
+    return space
 
 
 def _make_searcher(space: SearchSpace, seed: int):
@@ -355,8 +373,7 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 "num_samples": space.num_samples, "dataset": first.describe(), "split_audit": audit,
                 "started": dt.datetime.now().isoformat(timespec="seconds")}, indent=1, default=str))
             save_pairs(exp_dir / AUDIT_FILE, audit_pairs)  # thumbnails of duplicate pairs, for the report
-        # Grid points replace samples of param_space, so it must hold every key they set.
-        param_space = grid_configs(space)[0] if space.sampler == "grid" else None
+        param_space = _grid_param_space(grid_configs(space)) if space.sampler == "grid" else None
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
