@@ -175,8 +175,10 @@ def finalist_lines(fin: Finalists) -> list[str]:
     if not len(fin.recipes) or not fin.recipes["winner"].iloc[0]:
         return [*lines, "finalist winner: none (no finalist ran all its epochs)"]
     w = fin.recipes.iloc[0]
+    # AUC too: for multilabel it is the mean AUC over findings, the figure that says something there
     lines.append(f"finalist winner: recipe {w[RECIPE_KEY]} (best mean {fin.metric}); test acc "
-                 f"{_mean_std(w['test_acc_mean'], w['test_acc_std'], w['n_seeds'])}")
+                 f"{_mean_std(w['test_acc_mean'], w['test_acc_std'], w['n_seeds'])}; test AUC "
+                 f"{_mean_std(w['test_auc_mean'], w['test_auc_std'], w['n_seeds'])}")
     if len(fin.ensemble):
         e = fin.ensemble.iloc[0]
         figures = [f"{SHORT_NAMES[name]} {_interval(e, name)}" for name in ENSEMBLE_STATS

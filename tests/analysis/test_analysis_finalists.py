@@ -77,6 +77,7 @@ def test_report_and_csv_show_the_finalists(builder, tmp_path, capsys):
     assert "recipe 1 " in winner_line
     csv = pd.read_csv(out / "finalists.csv")
     assert list(csv["recipe_id"]) == [1, 2] and list(csv["winner"]) == [True, False]
+    assert f"test AUC {csv['test_auc_mean'][0]:.4f} ± {csv['test_auc_std'][0]:.4f} over 2 seeds" in winner_line
     assert len(pd.read_csv(out / "finalist_trials.csv")) == 4 and len(pd.read_csv(out / "finalist_ensemble.csv")) == 1
     html = (out / "report.html").read_text()
     md = (out / "summary.md").read_text()
