@@ -8,7 +8,9 @@ each with a 95% percentile bootstrap interval, and the paired bootstrap interval
 difference (the same resampled test images for both). The baseline is scikit-learn's logistic
 regression, one-vs-rest (one per finding), on the pixels scaled to [0, 1]; its C is chosen on val
 mean AUC from a small grid, so test never tunes it. MedMNIST's ACC of both and of predicting "no
-finding" everywhere is printed too, to show how little ACC says on rare findings.
+finding" everywhere is printed too, to show how little ACC says on rare findings. When the search
+ran a finalist stage (``--finalists K``), the winner's seed ensemble is compared with the same
+baseline on the same resamples.
 """
 from __future__ import annotations
 
@@ -49,6 +51,26 @@ def logistic_regression_probs(arrays, c_grid=C_GRID, seed: int = 0) -> tuple[np.
     return models[best].predict_proba(flat("test")), best, val_auc
 
 
+def _finalist_ensemble(experiment: Path) -> dict | None:
+    """The finalist winner's seed ensemble (mean test probabilities), if the search ran finalists."""
+    from analysis.finalists import build_finalists, split_stages
+    from analysis.load import load_experiments
+    from tl.finalists import RECIPE_KEY, seed_ensemble
+
+    _, final = split_stages(load_experiments([experiment]))
+    if final is None:
+        return None
+    stage = build_finalists(final, n_resamples=10)  # the winner only; intervals come below
+    if not len(stage.recipes) or not stage.recipes["winner"].iloc[0]:
+        return None
+    winner = int(stage.recipes[RECIPE_KEY].iloc[0])
+    runs = stage.runs
+    seeds = [t for t in runs[(runs[RECIPE_KEY] == winner) & runs["test_acc"].notna()]["trial"] if t in final.predictions]
+    saved = [final.predictions[t] for t in seeds]
+    probs, _ = seed_ensemble([p.probs for p in saved], [p.labels for p in saved], [p.fingerprint for p in saved])
+    return {"recipe": winner, "trials": seeds, "probs": probs}
+
+
 def compare(experiment: Path, data_dir: str | None, n_resamples: int = 2000, seed: int = 0) -> dict:
     summary = build_summary([experiment], n_resamples=200)  # only to find the val-chosen trial
     if summary.chosen.empty:
@@ -68,7 +90,14 @@ def compare(experiment: Path, data_dir: str | None, n_resamples: int = 2000, see
     diff = bootstrap_interval(lambda i: stat(model)(i) - stat(baseline)(i), n, **kw)
     acc = {name: float(((p.probs >= 0.5) == p.labels.astype(bool)).mean()) for name, p in
            (("model", model), ("baseline", baseline))}
+    finalist = _finalist_ensemble(experiment)
+    if finalist is not None:
+        ens = Predictions(finalist["probs"], baseline.labels)
+        finalist = {k: v for k, v in finalist.items() if k != "probs"}
+        finalist["mean_auc"] = list(bootstrap_interval(stat(ens), n, **kw)[:3])
+        finalist["difference"] = list(bootstrap_interval(lambda i: stat(ens)(i) - stat(baseline)(i), n, **kw)[:3])
     return {"experiment": str(experiment), "dataset": dataset, "trial": trial, "test_n": n,
+            "finalist_ensemble": finalist,
             "config": {k: summary.chosen[k].iloc[0] for k in ("backbone", "freeze", "weights") if k in summary.chosen},
             "left_out_of_mean": findings_left_out(baseline.labels, arrays.class_names),
             "model_mean_auc": list(ci_model[:3]), "baseline_mean_auc": list(ci_base[:3]),
@@ -92,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  val-chosen model {r['trial']} {r['config']}: {fmt(r['model_mean_auc'])}")
     print(f"  logistic regression on raw pixels (C={r['baseline_C']:g}, chosen on val): {fmt(r['baseline_mean_auc'])}")
     print(f"  difference (model - baseline), paired: {fmt(r['difference'])}")
+    if r["finalist_ensemble"]:
+        f = r["finalist_ensemble"]
+        print(f"  finalist winner's seed ensemble (recipe {f['recipe']}, {len(f['trials'])} seeds): "
+              f"{fmt(f['mean_auc'])}; difference (ensemble - baseline), paired: {fmt(f['difference'])}")
     print(f"  MedMNIST ACC: model {r['acc_model']:.3f}, baseline {r['acc_baseline']:.3f}, "
           f"predicting no finding everywhere {r['acc_no_finding']:.3f}")
     if args.json:
