@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from tl.finalists import FINALIST_DIR, RECIPE_KEY, finalist_configs, finalist_seeds
+from tl.space import points_param_space
 
 PLAN_KEY = "finalists"  # the plan's record in tl_search.json
 
@@ -64,11 +65,9 @@ def _new_tuner(trainable, configs: list[dict], space, where: str, verbose: bool)
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    # Points replace samples of param_space, so it holds every key they set; the seed is a choice
-    # there, or Ray warns that each point's seed differs from a constant one.
     return tune.Tuner(
         trainable,
-        param_space={**configs[0], "seed": tune.choice(sorted({c["seed"] for c in configs}))},
+        param_space=points_param_space(configs),
         tune_config=tune.TuneConfig(
             search_alg=BasicVariantGenerator(points_to_evaluate=configs), scheduler=FIFOScheduler(),
             metric=space.metric, mode=space.mode, num_samples=len(configs), reuse_actors=True,

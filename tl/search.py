@@ -23,7 +23,8 @@ from tl.errors import TLError
 from tl.finalist_stage import run_finalist_stage
 from tl.finalists import parse_count
 from tl.tasks import check_metric
-from tl.space import SAMPLERS, SearchSpace, SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points
+from tl.space import (SAMPLERS, SearchSpace, SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points,
+                      points_param_space)
 from tl.trainable import train_transfer
 from tl.weights import preflight
 
@@ -179,21 +180,6 @@ def _init_ray(address: str | None, verbose: bool = False) -> None:
             ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise TLError(f"cannot reach Ray at --address {address}: {str(exc).splitlines()[0]}") from None
-
-
-def _grid_param_space(configs: list[dict]) -> dict:
-    """What Ray's generator fills the grid points into: every key they set, and a choice over
-    the values of each key that varies, so no point looks like it overrides a constant."""
-    from ray import tune
-
-    space = {}
-    for key in configs[0]:
-        values = []
-        for config in configs:
-            if config[key] not in values:
-                values.append(config[key])
-        space[key] = values[0] if len(values) == 1 else tune.choice(values)
-    return space
 
 
 def _make_searcher(space: SearchSpace, seed: int):
@@ -373,7 +359,7 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 "num_samples": space.num_samples, "dataset": first.describe(), "split_audit": audit,
                 "started": dt.datetime.now().isoformat(timespec="seconds")}, indent=1, default=str))
             save_pairs(exp_dir / AUDIT_FILE, audit_pairs)  # thumbnails of duplicate pairs, for the report
-        param_space = _grid_param_space(grid_configs(space)) if space.sampler == "grid" else None
+        param_space = points_param_space(grid_configs(space)) if space.sampler == "grid" else None
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,

@@ -318,3 +318,19 @@ def grid_configs(space: SearchSpace) -> list[dict]:
                     chosen = {"backbone": backbone, "weights": weights, "freeze": freeze, **dict(zip(keys, values))}
                     configs.append(sampler.trial_config(chosen))
     return configs
+
+
+def points_param_space(points: list[dict]) -> dict:
+    """The param_space Ray's ``BasicVariantGenerator`` fills ``points`` into: every key they set,
+    and a choice over the values of each key that varies. A constant there that a point sets
+    otherwise makes Ray warn, once per point, that the point overrides it."""
+    from ray import tune
+
+    space = {}
+    for key in dict.fromkeys(k for point in points for k in point):
+        values = []
+        for point in points:
+            if key in point and point[key] not in values:
+                values.append(point[key])
+        space[key] = values[0] if len(values) == 1 else tune.choice(values)
+    return space
