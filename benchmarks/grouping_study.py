@@ -1,12 +1,14 @@
 """Image-level vs patient-grouped val: the val−test gap of each recipe, and whose val ranks as test does.
 
     python -m benchmarks.grouping_study IMAGE_LEVEL_EXPERIMENT GROUPED_EXPERIMENT [--json out.json]
+        [--more-image-level EXP ...] [--more-grouped EXP ...]
 
 Both experiments run the same grid (``search_spaces/chest_xray_grouping.py``: recipes × seeds) on
 the same official test split; they differ only in how val was carved from train. For each
 experiment and recipe: best val acc and test acc, mean ± std over seeds, and the gap between them.
 Then whether val orders the recipes as test does: by the recipes' means, seed by seed, and over
-all trials (Kendall's tau of best val acc against test acc). Reads results only.
+all trials (Kendall's tau of best val acc against test acc). With ``--more-*``, the same grid run
+with other carve seeds: the gap per carve, and its mean ± std over carves. Reads results only.
 """
 from __future__ import annotations
 
@@ -70,14 +72,39 @@ def study(experiment: Path) -> dict:
                          "test_acc": float(chosen["test_acc"]), "test_rank": test_rank}}
 
 
+def carve_table(experiments: dict[str, list[Path]]) -> pd.DataFrame:
+    """Per val mode, carve and recipe: the mean best val acc, test acc and gap of its trials.
+
+    Each experiment is one carve of val (its carve seed is in ``tl_search.json``); several carves
+    per mode show how much the carve alone moves the gap, beside what grouping moves it.
+    """
+    rows = []
+    for mode, paths in experiments.items():
+        for path in paths:
+            trials, meta = trial_frame(path)
+            carve = ((meta.get("dataset") or {}).get("split") or {}).get("seed")
+            for recipe, group in trials.groupby("recipe", sort=True):
+                rows.append({"val": mode, "carve_seed": carve, "recipe": recipe, "n_trials": len(group),
+                             **{c: float(group[c].mean()) for c in ("best_val_acc", "test_acc", "gap")}})
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("image_level", type=Path, help="experiment whose val was carved image by image")
     p.add_argument("grouped", type=Path, help="the same grid with val carved by patient (--groups)")
+    p.add_argument("--more-image-level", type=Path, nargs="*", default=[],
+                   help="the same grid, image-level val, other carve seeds (--seed N)")
+    p.add_argument("--more-grouped", type=Path, nargs="*", default=[],
+                   help="the same grid, grouped val, other carve seeds")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     result = {"image_level": study(args.image_level), "grouped": study(args.grouped),
               "measured": dt.date.today().isoformat()}
+    if args.more_image_level or args.more_grouped:
+        carves = carve_table({"image-level": [args.image_level, *args.more_image_level],
+                              "by patient": [args.grouped, *args.more_grouped]})
+        result["carves"] = carves.to_dict("records")
     print("| val carved | recipe | best val acc | test acc | val − test gap |")
     print("|---|---|---|---|---|")
     for name, r in (("image-level", result["image_level"]), ("by patient", result["grouped"])):
@@ -92,6 +119,17 @@ def main(argv: list[str] | None = None) -> int:
               f"the best-val trial ({r['val_pick']['recipe']}, seed {r['val_pick']['seed']}) is "
               f"{r['val_pick']['test_rank']} of {len(r['trials'])} on test ({r['val_pick']['test_acc']:.3f}); "
               f"group overlap {r['group_overlap']}")
+    if "carves" in result:
+        print("\n| val carved | carve seed | recipe | trials | best val acc | test acc | gap |")
+        print("|---|---|---|---|---|---|---|")
+        for r in result["carves"]:
+            print(f"| {r['val']} | {r['carve_seed']} | {r['recipe']} | {r['n_trials']} | {r['best_val_acc']:.3f} | "
+                  f"{r['test_acc']:.3f} | {r['gap']:.3f} |")
+        over = carves.groupby(["val", "recipe"], sort=True)[["best_val_acc", "test_acc", "gap"]].agg(["mean", "std"])
+        for (mode, recipe), r in over.iterrows():
+            print(f"{mode}, {recipe}, over {len(carves[(carves['val'] == mode) & (carves['recipe'] == recipe)])} "
+                  "carves: " + ", ".join(f"{c} {r[(c, 'mean')]:.3f} ± {r[(c, 'std')]:.3f}"
+                                          for c in ("best_val_acc", "test_acc", "gap")))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1, default=str))
