@@ -171,8 +171,27 @@ def _overview(summary: Summary) -> Section:
         "The trainable tests the best-by-val weights, so that is the model the test figures "
         "describe. Test metrics never rank or select anything.",
     ]
+    repeat = repeatability_text(meta)
+    if repeat:
+        paragraphs.append(repeat)
     paragraphs += [f"Note: {n}" for n in summary.notes]
     return Section("Overview", paragraphs, [], [])
+
+
+def repeatability_text(meta: dict) -> str:
+    """Whether rerunning the search's command would repeat its trials and its choice, from its args."""
+    args = meta.get("args") if isinstance(meta.get("args"), dict) else None
+    if args is None:
+        return ""
+    if args.get("repeatable"):
+        budget = args.get("time_budget_s")
+        return ("Repeatability: trials ran one at a time (--repeatable), so ASHA and the sampler saw results in a "
+                "fixed order, and the same command on the same data and software repeats these trials and this choice"
+                + (f"; the time budget ({budget:g} s) ends the search by the clock, so a rerun may get more or fewer trials"
+                   if budget else "") + ".")
+    return ("Repeatability: trials ran concurrently, so ASHA's stops and the sampler's suggestions depended on which "
+            "trial reported first; rerunning the same command can stop and choose different trials. "
+            "tl.search --repeatable runs one trial at a time and repeats them.")
 
 
 def _audit_section(summary: Summary) -> Section:

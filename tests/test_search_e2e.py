@@ -150,6 +150,7 @@ def test_summarize_reads_the_real_smoke_experiment(smoke_experiment, tmp_path):
     for name in ("summary.csv", "summary.md", "report.html"):
         assert (out / name).is_file(), f"{name} not written"
     assert list(out.glob("*.png")), "no plots written"
+    assert "trials ran concurrently" in (out / "summary.md").read_text(), "the report must say a rerun can differ"
     import pandas as pd
 
     frame = pd.read_csv(out / "summary.csv")
@@ -173,7 +174,7 @@ def test_resume_of_a_finished_search_keeps_its_trials(smoke_experiment, data_dir
 
 # 2 epochs, grace period = max epochs: no trial stops early, and 4 finalist trials stay cheap.
 GRID_ARGS = ["-m", "tl.search", "search_spaces/smoke.py", "--sampler", "grid", "--set", "lr=0.003", "--set", "epochs=2",
-             "--max-epochs", "2", "--grace-period", "2", "--finalists", "2", "--finalist-seeds", "2"]
+             "--max-epochs", "2", "--grace-period", "2", "--finalists", "2", "--finalist-seeds", "2", "--repeatable"]
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +199,11 @@ def test_grid_sampler_runs_every_combination_once(grid_experiment):
     for t in trials:
         assert t["params"]["lr"] == 0.003 and t["params"]["seed"] == 0, t["params"]
         assert len(t["rows"]) == 2, f"{t['dir'].name}: grace period 2 = max epochs, no trial may stop early"
+    # --repeatable: one trial at a time, though the machine has room for two 1-CPU trials
+    windows = sorted((t["rows"][0]["timestamp"] - t["rows"][0]["time_this_iter_s"], t["rows"][-1]["timestamp"])
+                     for t in trials)
+    assert windows[1][0] >= windows[0][1] - 1, f"trials overlapped in time: {windows}"
+    assert json.loads((grid_experiment / "tl_search.json").read_text())["args"]["repeatable"] is True
 
 
 def test_search_records_split_audit_and_test_fingerprint(smoke_experiment):
@@ -265,6 +271,7 @@ def test_report_finalists_section_agrees_with_the_printed_lines(grid_experiment,
     assert len(shown) == 4, shown
     report = (out / "report.html").read_text()
     assert "<h2>Finalists</h2>" in report and "without early stopping" in report
+    assert "trials ran one at a time (--repeatable)" in report
     for line in shown:
         assert line in report and line in (out / "summary.md").read_text(), f"report lacks the printed {line!r}"
     win = recipes.iloc[0]

@@ -62,6 +62,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster to join (env RAY_ADDRESS); local Ray otherwise")
     g.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (torch threads follow)")
     g.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share one GPU")
+    g.add_argument("--repeatable", action="store_true",
+                   help="run one trial at a time, so ASHA and the sampler see results in a fixed order and the "
+                        "same command repeats the same trials and choice (concurrent trials make both depend on "
+                        "timing); give the trial all CPUs with --cpus-per-trial")
     g = p.add_argument_group("console and trackers")
     g.add_argument("--verbose", action="store_true", help="Ray's full output: per-trial config boxes, progress "
                                                           "tables, worker logs (default: a status line every 30 s)")
@@ -182,20 +186,26 @@ def _init_ray(address: str | None, verbose: bool = False) -> None:
         raise TLError(f"cannot reach Ray at --address {address}: {str(exc).splitlines()[0]}") from None
 
 
-def _make_searcher(space: SearchSpace, seed: int):
+def _make_searcher(space: SearchSpace, seed: int, max_concurrent: int = 0):
+    """The search algorithm; ``max_concurrent`` > 0 caps trials at once (``--repeatable``: 1).
+
+    The cap goes on the searcher itself: Ray ignores ``TuneConfig.max_concurrent_trials`` for a
+    ``BasicVariantGenerator`` passed in."""
     import optuna
+    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
     if space.sampler == "grid":  # Ray's own generator: each listed config replaces one sample
-        return BasicVariantGenerator(points_to_evaluate=grid_configs(space))
+        return BasicVariantGenerator(points_to_evaluate=grid_configs(space), max_concurrent=max_concurrent)
 
     samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, space.num_samples // 3))),
                 "random": lambda: optuna.samplers.RandomSampler(seed=seed),
                 "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
                 "qmc": lambda: optuna.samplers.QMCSampler(seed=seed)}
-    return OptunaSearch(SpaceSampler(space), metric=space.metric, mode=space.mode, sampler=samplers[space.sampler](),
-                        points_to_evaluate=optuna_points(space) or None)
+    searcher = OptunaSearch(SpaceSampler(space), metric=space.metric, mode=space.mode,
+                            sampler=samplers[space.sampler](), points_to_evaluate=optuna_points(space) or None)
+    return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent) if max_concurrent else searcher
 
 
 def trial_dirname(trial) -> str:
@@ -364,7 +374,7 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                search_alg=_make_searcher(space, args.seed or 0),
+                search_alg=_make_searcher(space, args.seed or 0, max_concurrent=1 if args.repeatable else 0),
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs,
                                         grace_period=space.grace_period, reduction_factor=space.reduction_factor),
                 metric=space.metric, mode=space.mode, num_samples=space.num_samples,
@@ -380,6 +390,10 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
                                                         checkpoint_score_order=space.mode),
                 failure_config=tune.FailureConfig(max_failures=space.max_failures)))
+    if args.repeatable:
+        print(f"{PREFIX} --repeatable: one trial at a time"
+              + (", but --time-budget-s ends the search by the clock, so a rerun may get more or fewer trials"
+                 if args.time_budget_s else ""))
     print(f"{PREFIX} experiment {name}: {space.num_samples} trials; "
           + ("Ray's full output (--verbose)" if args.verbose else f"a status line every {live.interval_s:.0f} s"))
     stop = _StopSignals()
