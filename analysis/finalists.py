@@ -40,6 +40,9 @@ class Finalists(NamedTuple):
     protocol: str  # the selection protocol in one sentence
     metric: str
     notes: list[str]
+    # the winner's seed ensemble itself (mean test probabilities), for comparisons with other models
+    ensemble_predictions: Predictions | None = None
+    ensemble_trials: tuple[str, ...] = ()
 
 
 def split_stages(exp: Experiment) -> tuple[Experiment, Experiment | None]:
@@ -97,18 +100,21 @@ def ensemble_figures(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed:
 
 
 def _winner_ensemble(runs: pd.DataFrame, winner: int, predictions: dict[str, Predictions], *,
-                     n_resamples: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
+                     n_resamples: int, seed: int) -> tuple[pd.DataFrame, list[str], Predictions | None, tuple]:
+    """(figures row, notes, the ensemble's predictions, its member trials)."""
     mine = runs[(runs[RECIPE_KEY] == winner) & runs["test_acc"].notna()]
-    saved = [predictions[t] for t in mine["trial"] if t in predictions]
+    members = tuple(t for t in mine["trial"] if t in predictions)
+    saved = [predictions[t] for t in members]
     try:
         probs, labels = seed_ensemble([p.probs for p in saved], [p.labels for p in saved],
                                       [p.fingerprint for p in saved])
     except ValueError as exc:
-        return pd.DataFrame(), [f"winner's seed ensemble: {exc}"]
+        return pd.DataFrame(), [f"winner's seed ensemble: {exc}"], None, ()
     fingerprint = next((p.fingerprint for p in saved if p.fingerprint), "")
+    pred = Predictions(probs, labels, fingerprint)
     row = {RECIPE_KEY: winner, "n_seeds": len(saved), "test_fingerprint": fingerprint,
-           **ensemble_figures(Predictions(probs, labels, fingerprint), n_resamples=n_resamples, seed=seed)}
-    return pd.DataFrame([row]), []
+           **ensemble_figures(pred, n_resamples=n_resamples, seed=seed)}
+    return pd.DataFrame([row]), [], pred, members
 
 
 def protocol_text(meta: dict, runs: pd.DataFrame, metric: str, mode: str) -> str:
@@ -141,12 +147,13 @@ def build_finalists(exp: Experiment, *, n_resamples: int = N_RESAMPLES, seed: in
     planned = runs[RECIPE_KEY].value_counts()
     notes += [f"recipe {r}: {n} of {planned[r]} seeds ran all their epochs"
               for r, n in zip(recipes[RECIPE_KEY], recipes["n_seeds"]) if n < planned[r]]
-    ensemble = pd.DataFrame()
+    ensemble, pred, members = pd.DataFrame(), None, ()
     if len(recipes) and recipes["winner"].iloc[0]:
-        ensemble, more = _winner_ensemble(runs, int(recipes[RECIPE_KEY].iloc[0]), exp.predictions,
-                                          n_resamples=n_resamples, seed=seed)
+        ensemble, more, pred, members = _winner_ensemble(runs, int(recipes[RECIPE_KEY].iloc[0]), exp.predictions,
+                                                         n_resamples=n_resamples, seed=seed)
         notes += more
-    return Finalists(runs, recipes, ensemble, protocol_text(exp.meta, runs, metric, mode), metric, notes)
+    return Finalists(runs, recipes, ensemble, protocol_text(exp.meta, runs, metric, mode), metric, notes,
+                     pred, members)
 
 
 def _mean_std(mean: float, std: float, n: int) -> str:

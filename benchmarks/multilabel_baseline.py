@@ -26,6 +26,7 @@ from analysis.load import Predictions
 from analysis.stats import bootstrap_interval
 from analysis.summary import build_summary
 from tl.data import load_dataset
+from tl.finalists import RECIPE_KEY
 from tl.metrics import findings_left_out
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0)
@@ -51,28 +52,8 @@ def logistic_regression_probs(arrays, c_grid=C_GRID, seed: int = 0) -> tuple[np.
     return models[best].predict_proba(flat("test")), best, val_auc
 
 
-def _finalist_ensemble(experiment: Path) -> dict | None:
-    """The finalist winner's seed ensemble (mean test probabilities), if the search ran finalists."""
-    from analysis.finalists import build_finalists, split_stages
-    from analysis.load import load_experiments
-    from tl.finalists import RECIPE_KEY, seed_ensemble
-
-    _, final = split_stages(load_experiments([experiment]))
-    if final is None:
-        return None
-    stage = build_finalists(final, n_resamples=10)  # the winner only; intervals come below
-    if not len(stage.recipes) or not stage.recipes["winner"].iloc[0]:
-        return None
-    winner = int(stage.recipes[RECIPE_KEY].iloc[0])
-    runs = stage.runs
-    seeds = [t for t in runs[(runs[RECIPE_KEY] == winner) & runs["test_acc"].notna()]["trial"] if t in final.predictions]
-    saved = [final.predictions[t] for t in seeds]
-    probs, _ = seed_ensemble([p.probs for p in saved], [p.labels for p in saved], [p.fingerprint for p in saved])
-    return {"recipe": winner, "trials": seeds, "probs": probs}
-
-
 def compare(experiment: Path, data_dir: str | None, n_resamples: int = 2000, seed: int = 0) -> dict:
-    summary = build_summary([experiment], n_resamples=200)  # only to find the val-chosen trial
+    summary = build_summary([experiment], n_resamples=200)  # the val-chosen trial, and the finalists if any
     if summary.chosen.empty:
         raise SystemExit(f"{experiment}: no tested trial with test predictions")
     trial = str(summary.chosen["trial"].iloc[0])
@@ -90,12 +71,12 @@ def compare(experiment: Path, data_dir: str | None, n_resamples: int = 2000, see
     diff = bootstrap_interval(lambda i: stat(model)(i) - stat(baseline)(i), n, **kw)
     acc = {name: float(((p.probs >= 0.5) == p.labels.astype(bool)).mean()) for name, p in
            (("model", model), ("baseline", baseline))}
-    finalist = _finalist_ensemble(experiment)
-    if finalist is not None:
-        ens = Predictions(finalist["probs"], baseline.labels)
-        finalist = {k: v for k, v in finalist.items() if k != "probs"}
-        finalist["mean_auc"] = list(bootstrap_interval(stat(ens), n, **kw)[:3])
-        finalist["difference"] = list(bootstrap_interval(lambda i: stat(ens)(i) - stat(baseline)(i), n, **kw)[:3])
+    fin, finalist = summary.finalists, None
+    if fin is not None and fin.ensemble_predictions is not None:  # the finalist winner's seed ensemble
+        ens = Predictions(fin.ensemble_predictions.probs, baseline.labels)
+        finalist = {"recipe": int(fin.ensemble[RECIPE_KEY].iloc[0]), "trials": list(fin.ensemble_trials),
+                    "mean_auc": list(bootstrap_interval(stat(ens), n, **kw)[:3]),
+                    "difference": list(bootstrap_interval(lambda i: stat(ens)(i) - stat(baseline)(i), n, **kw)[:3])}
     return {"experiment": str(experiment), "dataset": dataset, "trial": trial, "test_n": n,
             "finalist_ensemble": finalist,
             "config": {k: summary.chosen[k].iloc[0] for k in ("backbone", "freeze", "weights") if k in summary.chosen},
