@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from analysis.tables import trial_table
 RECIPE = ("backbone", "weights", "freeze")
 
 
+@functools.lru_cache(maxsize=None)  # study() and carve_table() read the same experiments
 def trial_frame(experiment: Path) -> tuple[pd.DataFrame, dict]:
     """One row per tested trial: recipe, seed, best val acc, test acc, gap; and the search's record."""
     exp = load_experiments([experiment])
@@ -47,10 +49,9 @@ def study(experiment: Path) -> dict:
     trials, meta = trial_frame(experiment)
     recipes = {}
     for recipe, rows in trials.groupby("recipe", sort=True):
-        recipes[recipe] = {
-            "n_seeds": int(rows["seed"].nunique()),
-            **{f"{c}_{s}": float(getattr(rows[c], s)(**({"ddof": 1} if s == "std" else {})))
-               for c in ("best_val_acc", "test_acc", "gap") for s in ("mean", "std")}}
+        recipes[recipe] = {"n_seeds": int(rows["seed"].nunique())}
+        for c in ("best_val_acc", "test_acc", "gap"):
+            recipes[recipe].update({f"{c}_mean": float(rows[c].mean()), f"{c}_std": float(rows[c].std(ddof=1))})
     by_val = sorted(recipes, key=lambda r: -recipes[r]["best_val_acc_mean"])
     by_test = sorted(recipes, key=lambda r: -recipes[r]["test_acc_mean"])
     per_seed = {}
