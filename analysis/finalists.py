@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tl.metrics import split_metrics
-from analysis.load import Experiment, Predictions
+from analysis.load import Experiment, Predictions, positive_index
 from analysis.stats import CI_LEVEL, N_RESAMPLES, SEED, bootstrap_interval
 from analysis.tables import rank_column, trial_table
 from tl.choice import recipe_rule_text
@@ -100,7 +100,7 @@ def ensemble_figures(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed:
 
 
 def _winner_ensemble(runs: pd.DataFrame, winner: int, predictions: dict[str, Predictions], *,
-                     n_resamples: int, seed: int) -> tuple[pd.DataFrame, list[str], Predictions | None, tuple]:
+                     n_resamples: int, seed: int, positive: int) -> tuple[pd.DataFrame, list[str], Predictions | None, tuple]:
     """(figures row, notes, the ensemble's predictions, its member trials)."""
     mine = runs[(runs[RECIPE_KEY] == winner) & runs["test_acc"].notna()]
     members = tuple(t for t in mine["trial"] if t in predictions)
@@ -113,7 +113,7 @@ def _winner_ensemble(runs: pd.DataFrame, winner: int, predictions: dict[str, Pre
     fingerprint = next((p.fingerprint for p in saved if p.fingerprint), "")
     pred = Predictions(probs, labels, fingerprint)
     row = {RECIPE_KEY: winner, "n_seeds": len(saved), "test_fingerprint": fingerprint,
-           **ensemble_figures(pred, n_resamples=n_resamples, seed=seed)}
+           **ensemble_figures(pred, n_resamples=n_resamples, seed=seed, positive=positive)}
     return pd.DataFrame([row]), [], pred, members
 
 
@@ -139,7 +139,7 @@ def build_finalists(exp: Experiment, *, n_resamples: int = N_RESAMPLES, seed: in
         notes.append(f"finalists of several experiments: showing {first}'s")
         exp = exp._replace(trials=exp.trials[exp.trials["experiment"] == first].reset_index(drop=True))
     runs = finalist_runs(exp)
-    recipes = recipe_summary(runs, rank_column(metric), mode)
+    recipes = recipe_summary(runs, rank_column(metric), mode)  # winner first
     config = runs.drop_duplicates(RECIPE_KEY)[[c for c in (RECIPE_KEY, SOURCE_KEY, *RECIPE_COLUMNS) if c in runs]]
     recipes = recipes.merge(config, on=RECIPE_KEY, how="left")
     recipes = recipes[[RECIPE_KEY, *[c for c in config.columns if c != RECIPE_KEY],
@@ -150,7 +150,8 @@ def build_finalists(exp: Experiment, *, n_resamples: int = N_RESAMPLES, seed: in
     ensemble, pred, members = pd.DataFrame(), None, ()
     if len(recipes) and recipes["winner"].iloc[0]:
         ensemble, more, pred, members = _winner_ensemble(runs, int(recipes[RECIPE_KEY].iloc[0]), exp.predictions,
-                                                         n_resamples=n_resamples, seed=seed)
+                                                         n_resamples=n_resamples, seed=seed,
+                                                         positive=positive_index(exp.meta))
         notes += more
     return Finalists(runs, recipes, ensemble, protocol_text(exp.meta, runs, metric, mode), metric, notes,
                      pred, members)
@@ -193,3 +194,10 @@ def finalist_lines(fin: Finalists) -> list[str]:
         lines.append(f"  seed ensemble (mean probabilities of {e['n_seeds']} seeds, {e['n']} test images, "
                      f"{int(CI_LEVEL * 100)}% bootstrap CI): " + ", ".join(figures))
     return lines
+
+
+def winner_recipe(exp: Experiment) -> int | None:
+    """The finalist stage's winning recipe id (None if no finalist ran all its epochs), without
+    computing the seed ensemble's bootstrap intervals as :func:`build_finalists` does."""
+    recipes = recipe_summary(finalist_runs(exp), rank_column(str(exp.meta["metric"])), str(exp.meta["mode"]))
+    return int(recipes[RECIPE_KEY].iloc[0]) if len(recipes) and recipes["winner"].iloc[0] else None

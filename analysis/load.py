@@ -78,6 +78,13 @@ class Experiment(NamedTuple):
     notes: list[str]  # per-trial problems worth telling the user
 
 
+def positive_index(meta: dict) -> int:
+    """The index of the binary task's positive class from ``tl_search.json`` (1 when not recorded)."""
+    dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    positive = dataset.get("positive_class")
+    return 1 if positive is None else int(positive)
+
+
 def read_params(trial_dir: Path) -> dict[str, Any]:
     """Return the trial's config from ``params.json`` without the ``weights_for_*`` keys.
 

@@ -16,7 +16,7 @@ from analysis.diagnostics import diagnose_trials
 from analysis.errors import AnalysisError
 from analysis.finalists import Finalists, build_finalists, split_stages
 from analysis.importance import Importance, param_importances
-from analysis.load import Experiment, load_experiments
+from analysis.load import Experiment, load_experiments, positive_index
 from analysis.stats import N_RESAMPLES, SEED
 from analysis.tables import (
     GROUP_COLUMNS, best_per_group, check_group_by, final_column, group_members, rank_column,
@@ -101,8 +101,7 @@ def build_summary(paths: Sequence[Path], *, group_by: Sequence[str] | None = Non
     class_names = _class_names(exp)
     dataset = exp.meta.get("dataset") if isinstance(exp.meta.get("dataset"), dict) else {}
     task = str(dataset.get("task") or "")
-    positive = dataset.get("positive_class")
-    positive = 1 if positive is None else int(positive)
+    positive = positive_index(exp.meta)
     chosen = chosen_model(table, exp.predictions, column, mode, n_resamples=n_resamples, seed=seed,
                           positive=positive)
     calibration, findings = None, None

@@ -65,6 +65,19 @@ def test_winner_is_the_best_mean_val_and_its_ensemble_averages_its_seeds(builder
     assert "best mean val_acc" in fin.protocol and "without early stopping" in fin.protocol
 
 
+def test_seed_ensemble_sensitivity_is_of_the_datasets_positive_class(builder):
+    """BreastMNIST's positive class is 0 (malignant): the ensemble's sensitivity must be class 0's recall."""
+    exp = _experiment_with_finalists(builder)
+    meta = json.loads((exp.path / "tl_search.json").read_text())
+    meta.setdefault("dataset", {})["positive_class"] = 0
+    (exp.path / "tl_search.json").write_text(json.dumps(meta))
+    fin = build_summary([exp.path], n_resamples=50).finalists
+    pred = fin.ensemble_predictions.probs.argmax(1)
+    ens = fin.ensemble.iloc[0]
+    assert np.isclose(ens["test_sensitivity"], (pred[LABELS == 0] == 0).mean()), ens
+    assert np.isclose(ens["test_specificity"], (pred[LABELS == 1] == 1).mean()), ens
+
+
 def test_report_and_csv_show_the_finalists(builder, tmp_path, capsys):
     exp = _experiment_with_finalists(builder)
     meta = json.loads((exp.path / "tl_search.json").read_text())
