@@ -73,7 +73,7 @@ def tested_trials(experiment: Path) -> tuple[list[dict], dict, list[str], list[d
     """The search's tested trials best-first (Table 1's order), ``tl_search.json``, every trial id
     (finalists' too), and the finalist winner's tested seed trials (empty without a finalist stage)."""
     from analysis.errors import AnalysisError
-    from analysis.finalists import build_finalists, split_stages
+    from analysis.finalists import split_stages, winner_recipe
     from analysis.load import load_experiments
     from tl.finalists import RECIPE_KEY
 
@@ -86,9 +86,8 @@ def tested_trials(experiment: Path) -> tuple[list[dict], dict, list[str], list[d
     if stage is not None:
         stage_rows, stage_ids = _tested_rows(stage)
         ids += stage_ids
-        recipes = build_finalists(stage).recipes
-        if len(recipes) and recipes["winner"].iloc[0]:
-            winner = recipes[RECIPE_KEY].iloc[0]
+        winner = winner_recipe(stage)
+        if winner is not None:
             recipe_of = dict(zip(stage.trials["trial"], stage.trials[RECIPE_KEY]))
             winner_rows = [r for r in stage_rows if recipe_of.get(r["trial"]) == winner]
     return rows, search.meta, ids, winner_rows
@@ -203,17 +202,16 @@ def calibration_figures(val: dict, test: dict, target: float, task: str | None =
                 "target_sensitivity": None, "calibration_note": MULTILABEL_CALIBRATION}
     point = fit_operating_point(val["probs"], val["labels"], target, 1 if positive is None else positive)
     before, after = test["probs"], apply_temperature(test["probs"], point.temperature)
+    val_after = apply_temperature(val["probs"], point.temperature)
     out = {"temperature": point.temperature, "ece_bins": ECE_BINS,
            "test_ece_before": expected_calibration_error(before, test["labels"]),
            "test_ece_after": expected_calibration_error(after, test["labels"]),
            "val_ece_before": expected_calibration_error(val["probs"], val["labels"]),
-           "val_ece_after": expected_calibration_error(apply_temperature(val["probs"], point.temperature),
-                                                       val["labels"]),
+           "val_ece_after": expected_calibration_error(val_after, val["labels"]),
            "threshold": point.threshold, "target_sensitivity": point.target_sensitivity}
     if point.threshold is not None:
         pos = point.positive_class
-        vs = sensitivity_specificity(apply_temperature(val["probs"], point.temperature)[:, pos], val["labels"],
-                                     point.threshold, pos)
+        vs = sensitivity_specificity(val_after[:, pos], val["labels"], point.threshold, pos)
         ts = sensitivity_specificity(after[:, pos], test["labels"], point.threshold, pos)
         out.update(val_sensitivity=vs[0], val_specificity=vs[1], test_sensitivity=ts[0], test_specificity=ts[1])
     return out
@@ -298,7 +296,6 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
                           f"{trained_on}; max |diff| {diff:.2e} > {tolerance}); not exported")
         model_json["provenance"].update({"verified_max_abs_diff_test": diff, "verified_on": verify_on,
                                          "trained_on": trained_on, "verify_tolerance": tolerance})
-        (tmp / META_FILE).write_text(json.dumps(model_json, indent=1))
         if gradcam > 0:
             _gradcam_grid(bundle, arrays, mean["test"]["probs"], tmp, experiment, gradcam)
         if onnx:
@@ -306,7 +303,7 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
 
             for spec, check in zip(model_json["members"], export_onnx(bundle, arrays.images["test"], tmp)):
                 spec["onnx"] = check
-            (tmp / META_FILE).write_text(json.dumps(model_json, indent=1))
+        (tmp / META_FILE).write_text(json.dumps(model_json, indent=1))  # with the check's figures
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
