@@ -116,13 +116,16 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndar
     return np.clip(255 * ((1 - alpha) * rgb + alpha * jet), 0, 255).astype(np.uint8)
 
 
-def save_overlays(bundle, images: np.ndarray, names: list[str], out_dir: Path, batch_size: int = 32) -> list[Path]:
-    """Write one overlay PNG per image into ``out_dir`` (upscaled to at least 224 px); return the paths."""
+def save_overlays(bundle, images: np.ndarray, names: list[str], out_dir: Path, batch_size: int = 32,
+                  classes: np.ndarray | None = None) -> list[Path]:
+    """Write one overlay PNG per image into ``out_dir`` (upscaled to at least 224 px); return the paths.
+
+    ``classes``: the class each map explains, if the caller has already predicted (else the argmax)."""
     from PIL import Image
 
     out_dir.mkdir(parents=True, exist_ok=True)
     images = bundle.check_channels(np.asarray(images))
-    maps = heatmaps(bundle, images, batch_size=batch_size)
+    maps = heatmaps(bundle, images, classes, batch_size=batch_size)
     paths = []
     for image, heat, name in zip(images, maps, names):
         picture = Image.fromarray(overlay(image, heat))

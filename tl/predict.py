@@ -93,7 +93,8 @@ def predict_rows(bundle: Bundle, inputs: list[str], batch_size: int = 64, skip_b
         at, argmax = bundle.labels(probs) if len(good) else ([], [])
         if gradcam is not None and len(good):
             from tl.gradcam import save_overlays
-            save_overlays(bundle, images, [_png_name(n) for n in good], gradcam, batch_size)
+            save_overlays(bundle, images, [_png_name(n) for n in good], gradcam, batch_size,
+                          classes=probs.argmax(1))  # temperature keeps the order: no second forward pass
         k = 0
         for i, name in enumerate(names):
             row = {"file": name, **{f"p_{c}": "" for c in bundle.class_names},
