@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tl.errors import TLError
+from tl.finalists import DEFAULT_SEEDS
 from tl.models import FREEZE_MODES, get_backbone
 from tl.tasks import ALL_VAL_METRICS, TASKS
 from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS
@@ -70,7 +71,7 @@ class SearchSpace:
     start_with: list = field(default_factory=list)
     groups: str | None = None
     finalists: int | None = None
-    finalist_seeds: int = 3
+    finalist_seeds: int = DEFAULT_SEEDS
     task: str | None = None
     positive_class: str | None = None
 

@@ -30,8 +30,6 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "ordinal": ("loss", "acc", "auc", "balanced_acc", "mae", "qwk"),
     "multilabel": ("loss", "auc", "map", "acc", "exact_match"),
 }
-# Metrics where lower is better; every other is "max".
-LOWER_IS_BETTER = ("loss", "mae")
 
 
 @dataclass(frozen=True)
@@ -112,11 +110,6 @@ def medmnist_file(name: str) -> tuple[str, int] | None:
         return None
     size = int(m.group(2) or 28)
     return (m.group(1), size) if size in MEDMNIST_SIZES else None
-
-
-def medmnist_names() -> list[str]:
-    """Every file name the table can download: ``pathmnist``, ``pathmnist_64``, …"""
-    return [f"{flag}{'' if s == 28 else f'_{s}'}" for flag in MEDMNIST for s in MEDMNIST_SIZES]
 
 
 def medmnist_url(name: str) -> str:
