@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.experiments import SEARCH_FILE
+from tl.audit import AUDIT_FILE  # the file tl.search writes beside tl_search.json
 
-AUDIT_FILE = "split_audit.npz"
 COLUMNS = ["experiment", "splits", "exact duplicate pairs", "near duplicate pairs",
            "images with exact duplicate", "images with near duplicate", "groups in both"]
 

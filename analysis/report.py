@@ -117,11 +117,10 @@ def _chosen_section(summary: Summary) -> Section:
     if summary.ensemble is not None and len(summary.ensemble):
         tables.append(("Top-k ensemble (mean probability; tl.export --ensemble K)", chosen_table(summary.ensemble)))
     cal = summary.calibration
-    if cal is None and multilabel:
-        pass
-    elif cal is None:
-        paragraphs.append("No calibration or operating point: the chosen trial saved no val_predictions.npz "
-                          "(searches from before val predictions were saved). Re-run the search to get them.")
+    if cal is None:
+        if not multilabel:  # multilabel: the paragraph above says why there is none
+            paragraphs.append("No calibration or operating point: the chosen trial saved no val_predictions.npz "
+                              "(searches from before val predictions were saved). Re-run the search to get them.")
     else:
         paragraphs.append(
             "Calibration and operating point: the temperature and the threshold are fitted on the "

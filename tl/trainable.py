@@ -314,6 +314,10 @@ def save_checkpoint(state: dict, directory: Path) -> None:
     """Write the last state, the best-by-val weights and (at the end) the test and val predictions."""
     torch.save({k: v for k, v in state.items() if k not in ("best_model", *PREDICTION_FILES)}, directory / "state.pt")
     torch.save(state["best_model"], directory / "best_model.pt")
+    _save_predictions(state, directory)
+
+
+def _save_predictions(state: dict, directory: Path) -> None:
     for key in PREDICTION_FILES:
         if key in state:
             np.savez(directory / f"{key}.npz", **state[key])
@@ -365,6 +369,4 @@ def _save_beside_trial(state: dict) -> None:
     with ``SyncConfig(sync_artifacts=True)``, syncs it to the trial folder on every checkpoint, on
     any node and for reused actors alike. The latest checkpoint holds a copy either way.
     """
-    for key in PREDICTION_FILES:
-        if key in state:
-            np.savez(Path.cwd() / f"{key}.npz", **state[key])
+    _save_predictions(state, Path.cwd())
