@@ -35,28 +35,30 @@ class DatasetArrays:
     split_record: dict = field(default_factory=dict)
     fingerprint: str = ""  # identifies the source data; keys caches derived from it
     names: dict[str, list[str]] = field(default_factory=dict)  # per split: file paths / npz names, if known
-    _test_fingerprint: str = ""
     task_info: Task | None = None
+    # split_fingerprint's results: computed once (on the driver for test and val) and shipped to trials
+    _fingerprints: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def test_fingerprint(self) -> str:
         """Identity of the test split: two runs with equal fingerprints were tested on the same
         images in the same order. ImageFolder: the test file list and labels, so decoding at
         another image size is still the same split; npz: the test pixels, labels and names."""
-        if not self._test_fingerprint:
-            self._test_fingerprint = self.split_fingerprint("test")
-        return self._test_fingerprint
+        return self.split_fingerprint("test")
 
     def split_fingerprint(self, split: str) -> str:
         """Hash of one split's labels and file names, and its pixels unless it is an ImageFolder
         split with known files (so decoding at another image size is the same split); see
         ``test_fingerprint``."""
+        if split in self._fingerprints:
+            return self._fingerprints[split]
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(self.labels[split], dtype=np.int64).data)
         h.update("\n".join(self.names.get(split, [])).encode())
         if not (self.split_record.get("source") == "imagefolder" and self.names.get(split)):
             h.update(np.ascontiguousarray(self.images[split]).data)
-        return h.hexdigest()[:16]
+        self._fingerprints[split] = h.hexdigest()[:16]
+        return self._fingerprints[split]
 
     @property
     def num_classes(self) -> int:

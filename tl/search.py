@@ -312,8 +312,9 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                                  skip_bad=args.skip_bad_images, groups=space.groups, task=space.task,
                                  positive_class=space.positive_class) for size in sizes}
     datasets = {size: loaded.get(size, loaded[sizes[0]]) for size in space.image_sizes()}
-    for arrays in loaded.values():  # computed once here, it travels to the trials with the arrays
-        arrays.test_fingerprint  # noqa: B018
+    for arrays in loaded.values():  # computed once here, they travel to the trials with the arrays
+        for split in ("test", "val"):
+            arrays.split_fingerprint(split)
     first = next(iter(datasets.values()))
     check_metric(space.metric, first.task, f"{args.space}: METRIC")
     what = "findings" if first.task == "multilabel" else "classes"
