@@ -65,6 +65,8 @@ def _new_tuner(trainable, configs: list[dict], space, where: str, verbose: bool)
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from tl.trainable import trial_run_options
+
     return tune.Tuner(
         trainable,
         param_space=points_param_space(configs),
@@ -74,10 +76,7 @@ def _new_tuner(trainable, configs: list[dict], space, where: str, verbose: bool)
             trial_dirname_creator=finalist_dirname),
         run_config=tune.RunConfig(
             name=FINALIST_DIR, storage_path=where, **_console(space, len(configs), verbose),
-            sync_config=tune.SyncConfig(sync_artifacts=True),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
-                                                    checkpoint_score_order=space.mode),
-            failure_config=tune.FailureConfig(max_failures=space.max_failures)))
+            **trial_run_options(space.metric, space.mode, space.max_failures)))
 
 
 def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_dir: Path | None,

@@ -362,6 +362,18 @@ def train_transfer(config: dict, datasets: dict | None = None, weight_refs: dict
                 tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
+def trial_run_options(metric: str, mode: str, max_failures: int) -> dict:
+    """The ``tune.RunConfig`` settings this trainable needs, for the search and the finalist stage
+    alike: artifacts synced (the predictions ``_save_beside_trial`` writes reach the trial folder),
+    the last and the best-by-``metric`` checkpoints kept, and ``max_failures`` retries."""
+    from ray import tune
+
+    return {"sync_config": tune.SyncConfig(sync_artifacts=True),
+            "checkpoint_config": tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=metric,
+                                                       checkpoint_score_order=mode),
+            "failure_config": tune.FailureConfig(max_failures=max_failures)}
+
+
 def _save_beside_trial(state: dict) -> None:
     """Also put test_predictions.npz and val_predictions.npz in the trial folder, where analysis looks first.
 
