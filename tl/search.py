@@ -25,7 +25,7 @@ from tl.finalists import parse_count
 from tl.tasks import check_metric
 from tl.space import (SAMPLERS, SearchSpace, SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points,
                       points_param_space)
-from tl.trainable import train_transfer
+from tl.trainable import train_transfer, trial_run_options
 from tl.weights import preflight
 
 SEARCH_FILE = "tl_search.json"
@@ -387,10 +387,7 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 name=name, storage_path=storage,
                 # no per-trial config boxes or tables (LiveView prints instead); --verbose: Ray's all
                 **run_options(callbacks, args.verbose),
-                sync_config=tune.SyncConfig(sync_artifacts=True),  # test_predictions.npz beside the trial
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
-                                                        checkpoint_score_order=space.mode),
-                failure_config=tune.FailureConfig(max_failures=space.max_failures)))
+                **trial_run_options(space.metric, space.mode, space.max_failures)))
     if args.repeatable:
         print(f"{PREFIX} --repeatable: one trial at a time"
               + (", but --time-budget-s ends the search by the clock, so a rerun may get more or fewer trials"
@@ -415,9 +412,10 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print(live.status_line())
         if budget_hit and live.running:
             print(f"{PREFIX} time budget reached: {len(live.running)} running trial(s) stopped there, not tested")
-    status = _print_outcome(results, space, where)
+    ranked = ranked_results(results, space.metric, space.mode)  # once: printed, logged, finalists
+    status = _print_outcome(results, ranked, space, where)
     if status == 0 and mlflow_uri:
-        best, _ = chosen_trial(results, space.metric, space.mode)
+        best = ranked[0][1]
         trial_id = str(best.metrics.get("trial_id", "")) if best.metrics else ""
         run_id = _log_chosen_to_mlflow(mlflow_uri, name, trial_id, best.path)
         print(f"{PREFIX} MLflow: {len(results)} runs in experiment {name!r} at {mlflow_uri}"
@@ -427,8 +425,8 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                   f"MLFLOW_TRACKING_URI={mlflow_uri} mlflow artifacts log-artifacts -l {where}/summary "
                   f"-r {run_id} -a report")
     if status == 0 and space.finalists:
-        status = run_finalist_stage(trainable, results, ranked_results(results, space.metric, space.mode), space,
-                                    where, exp_dir, SEARCH_FILE, verbose=args.verbose)
+        status = run_finalist_stage(trainable, results, ranked, space, where, exp_dir, SEARCH_FILE,
+                                    verbose=args.verbose)
     return status
 
 
@@ -470,14 +468,15 @@ def ranked_results(results, metric: str, mode: str) -> list[tuple[str, object, f
     return [(t, by_trial[t], float(b), bool(pd.notna(a))) for t, b, a in zip(ranked["trial"], ranked["best"], ranked["test_acc"])]
 
 
-def _print_outcome(results, space: SearchSpace, where: str) -> int:
+def _print_outcome(results, ranked: list, space: SearchSpace, where: str) -> int:
+    """Print the chosen trial (``ranked``'s first, see :func:`ranked_results`); 1 if there is none."""
     n_err = len(results.errors)
     print(f"\n[tl.search] {len(results)} trials, {n_err} errored. Experiment folder: {where}")
-    best, best_value = chosen_trial(results, space.metric, space.mode)
-    if best is None:
+    if not ranked:
         what = "every trial errored" if n_err == len(results) else f"no trial reported {space.metric}"
         print(f"error: {what}; see error.txt in the trial folders", file=sys.stderr)
         return 1
+    _, best, best_value, _ = ranked[0]
     shown = {k: best.config[k] for k in ("backbone", "weights", "freeze", "lr", "batch_size", "weight_decay",
                                          "epochs", "image_size") if k in best.config}
     print(f"[tl.search] best trial by {space.metric} (val only): {json.dumps(shown, default=str)}")
