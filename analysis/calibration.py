@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis.classification import macro_auc
 from tl.metrics import best_balanced_threshold
-from analysis.load import Predictions
+from analysis.load import Predictions, find_predictions_file
 from analysis.stats import N_RESAMPLES, SEED, bootstrap_interval
 from tl.calibration import (
     ECE_BINS, TARGET_SENSITIVITY, Reliability, apply_temperature, expected_calibration_error, fit_operating_point,
@@ -39,16 +39,15 @@ class Calibration(NamedTuple):
 
 def read_val_predictions(trial_dir: Path) -> Predictions | None:
     """``val_predictions.npz`` of the trial folder or its newest checkpoint, or None (older trials)."""
-    candidates = [trial_dir / VAL_FILE] + sorted(trial_dir.glob(f"checkpoint_*/{VAL_FILE}"), reverse=True)
-    for path in candidates:
-        if path.is_file():
-            try:
-                with np.load(path) as z:
-                    return Predictions(np.asarray(z["probs"], np.float64), np.asarray(z["labels"], np.int64),
-                                       str(z["val_fingerprint"]) if "val_fingerprint" in z.files else "")
-            except (OSError, ValueError, KeyError):
-                return None
-    return None
+    path = find_predictions_file(trial_dir, VAL_FILE)
+    if path is None:
+        return None
+    try:
+        with np.load(path) as z:
+            return Predictions(np.asarray(z["probs"], np.float64), np.asarray(z["labels"], np.int64),
+                               str(z["val_fingerprint"]) if "val_fingerprint" in z.files else "")
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _interval_row(name: str, interval, on: str) -> dict:

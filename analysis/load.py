@@ -155,14 +155,13 @@ def read_results(trial_dir: Path) -> tuple[pd.DataFrame, int]:
     return frame.reset_index(drop=True), bad
 
 
-def find_predictions_file(trial_dir: Path) -> Path | None:
-    """Return ``test_predictions.npz`` of the trial folder, else of its newest ``checkpoint_*/``."""
-    direct = trial_dir / PREDICTIONS_FILE
+def find_predictions_file(trial_dir: Path, name: str = PREDICTIONS_FILE) -> Path | None:
+    """Return ``name`` (``test_predictions.npz``) of the trial folder, else of its newest ``checkpoint_*/``."""
+    direct = trial_dir / name
     if direct.is_file():
         return direct
-    checkpoints = sorted(p for p in trial_dir.glob("checkpoint_*")
-                         if (p / PREDICTIONS_FILE).is_file())
-    return checkpoints[-1] / PREDICTIONS_FILE if checkpoints else None
+    checkpoints = sorted(p for p in trial_dir.glob("checkpoint_*") if (p / name).is_file())
+    return checkpoints[-1] / name if checkpoints else None
 
 
 def read_predictions(path: Path) -> Predictions:
