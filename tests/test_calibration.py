@@ -1,10 +1,10 @@
-"""tl.calibration: temperature scaling, ECE and the val-chosen sensitivity threshold on known cases."""
+"""tl.core.calibration: temperature scaling, ECE and the val-chosen sensitivity threshold on known cases."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tl.calibration import (
+from tl.core.calibration import (
     apply_temperature, expected_calibration_error, fit_operating_point, fit_temperature, reliability,
     sensitivity_specificity, threshold_for_sensitivity,
 )

@@ -10,7 +10,7 @@ from PIL import Image
 
 import tl.data
 from tl.data import load_dataset, load_image_folder, load_npz_splits, resolve_dataset_path
-from tl.errors import TLError
+from tl.core.errors import TLError
 
 N_PER_CLASS_TRAIN, N_PER_CLASS_TEST = 20, 5
 CLASSES = ("NORMAL", "PNEUMONIA")

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tl.tasks
+import tl.core.tasks
 from tl.data import load_dataset, resolve_dataset_path
-from tl.errors import TLError
+from tl.core.errors import TLError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,8 +61,8 @@ def server(monkeypatch):
     thread.start()
     _Handler.mode, _Handler.requests = "good", []
     monkeypatch.setenv("TL_MEDMNIST_URL", f"http://127.0.0.1:{httpd.server_port}/files")
-    info = tl.tasks.MEDMNIST["pneumoniamnist"]
-    monkeypatch.setitem(tl.tasks.MEDMNIST, "pneumoniamnist", dataclasses.replace(info, md5={**info.md5, 28: GOOD_MD5}))
+    info = tl.core.tasks.MEDMNIST["pneumoniamnist"]
+    monkeypatch.setitem(tl.core.tasks.MEDMNIST, "pneumoniamnist", dataclasses.replace(info, md5={**info.md5, 28: GOOD_MD5}))
     yield httpd
     httpd.shutdown()
     httpd.server_close()
@@ -77,8 +77,8 @@ def test_good_download_lands_with_md5_checked(server, tmp_path):
 
 
 def test_md5_mismatch_is_one_error_line_and_leaves_no_file(server, tmp_path, monkeypatch):
-    info = tl.tasks.MEDMNIST["pneumoniamnist"]
-    monkeypatch.setitem(tl.tasks.MEDMNIST, "pneumoniamnist", dataclasses.replace(info, md5={**info.md5, 28: "0" * 32}))
+    info = tl.core.tasks.MEDMNIST["pneumoniamnist"]
+    monkeypatch.setitem(tl.core.tasks.MEDMNIST, "pneumoniamnist", dataclasses.replace(info, md5={**info.md5, 28: "0" * 32}))
     with pytest.raises(TLError, match=f"corrupt: MD5 {GOOD_MD5}, expected 0000"):
         resolve_dataset_path("pneumoniamnist", tmp_path)
     assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")], list(tmp_path.iterdir())

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import tl
-import tl.calibration
+import tl.core.calibration
 from tl.export import main as export_main
 from tl.predict import main as predict_main
 from bundle_builders import REGION, build_experiment, write_region_folder
@@ -44,7 +44,7 @@ def _saved(exp: Path, trial: str, split: str = "test") -> dict:
 def test_export_takes_the_trial_the_rule_of_choice_picks(setup: dict):
     meta = json.loads((setup["bundle"] / "model.json").read_text())
     tested = {t: m["val_acc"] for t, m in setup["metrics"].items()}
-    from tl.choice import rank_trials
+    from tl.core.choice import rank_trials
     from analysis.load import load_experiments
     from analysis.tables import trial_table
 
@@ -67,7 +67,7 @@ def test_bundle_predictions_from_the_image_files_equal_the_saved_test_prediction
     out = setup["root"] / "pred.csv"
     assert predict_main([str(setup["bundle"]), *[str(setup["data"] / n) for n in names], "--out", str(out)]) == 0
     frame = pd.read_csv(out)
-    scaled = tl.calibration.apply_temperature(saved["probs"], meta["temperature"])
+    scaled = tl.core.calibration.apply_temperature(saved["probs"], meta["temperature"])
     np.testing.assert_allclose(frame[["p_neg", "p_pos"]].to_numpy(), scaled, atol=1e-5)
     expected = np.where(scaled[:, 1] >= meta["threshold"], "pos", "neg")
     assert list(frame["label_at_threshold"]) == list(expected)
@@ -77,7 +77,7 @@ def test_bundle_predictions_from_the_image_files_equal_the_saved_test_prediction
 def test_threshold_reaches_the_target_sensitivity_on_val(setup: dict):
     meta = json.loads((setup["bundle"] / "model.json").read_text())
     val = _saved(setup["exp"], meta["provenance"]["trials"][0], "val")
-    pos = tl.calibration.apply_temperature(val["probs"], meta["temperature"])[:, 1]
+    pos = tl.core.calibration.apply_temperature(val["probs"], meta["temperature"])[:, 1]
     sens = (pos[val["labels"] == 1] >= meta["threshold"]).mean()
     assert sens >= 0.95, sens
     cal = meta["provenance"]["calibration"]
@@ -198,7 +198,7 @@ def test_npz_split_input_scores_like_the_arrays(setup: dict, tmp_path: Path):
     frame = pd.read_csv(tmp_path / "p.csv")
     meta = json.loads((setup["bundle"] / "model.json").read_text())
     saved = _saved(setup["exp"], meta["provenance"]["trials"][0])
-    scaled = tl.calibration.apply_temperature(saved["probs"], meta["temperature"])
+    scaled = tl.core.calibration.apply_temperature(saved["probs"], meta["temperature"])
     assert frame["file"][0] == f"{npz}:test[0]" and len(frame) == len(scaled)
     np.testing.assert_allclose(frame[["p_neg", "p_pos"]].to_numpy(), scaled, atol=1e-5)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tl.choice import rank_recipes
-from tl.errors import TLError
-from tl.finalists import finalist_configs, finalist_seeds, parse_count, recipe_summary, seed_ensemble
+from tl.core.choice import rank_recipes
+from tl.core.errors import TLError
+from tl.core.finalists import finalist_configs, finalist_seeds, parse_count, recipe_summary, seed_ensemble
 
 
 @pytest.mark.parametrize("raw", ["0", "-2", "1.5", "abc", "", True, 0, 2.0])

@@ -1,4 +1,4 @@
-"""tl.groups: patient-grouped carving (disjoint by group, stratified by label), its bad input and
+"""tl.data.groups: patient-grouped carving (disjoint by group, stratified by label), its bad input and
 its place in the decode cache's key."""
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from tl.data import load_dataset, load_image_folder, load_npz_splits
-from tl.errors import TLError
-from tl.groups import KERMANY_REGEX, group_overlap, group_split
+from tl.core.errors import TLError
+from tl.data.carve import group_split
+from tl.data.groups import KERMANY_REGEX, group_overlap
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TRAIN, N_TEST = 30, 3  # per class; the first 30 PNEUMONIA files hold ~11 patients with 2 images

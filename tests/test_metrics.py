@@ -1,4 +1,4 @@
-"""tl.metrics: AUC against brute force, with ties; macro one-vs-rest; sensitivity and specificity."""
+"""tl.core.metrics: AUC against brute force, with ties; macro one-vs-rest; sensitivity and specificity."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from tl.metrics import auc, binary_auc, classification_metrics
+from tl.core.metrics import auc, binary_auc, classification_metrics
 
 
 def _pairwise_auc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from tl.errors import TLError
+from tl.core.errors import TLError
 from tl.models import (apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier,
                        list_backbones)
 

@@ -320,7 +320,7 @@ def test_export_and_predict_the_trial_the_search_printed(smoke_experiment, data_
     out = tmp_path / "p.csv"
     assert predict_main([str(tmp_path / "bundle"), f"{data_dir / 'pneumoniamnist.npz'}:test", "--out", str(out)]) == 0
     import pandas as pd
-    from tl.calibration import apply_temperature
+    from tl.core.calibration import apply_temperature
 
     saved = np.load(folder / "test_predictions.npz")["probs"]
     got = pd.read_csv(out)[["p_normal", "p_pneumonia"]].to_numpy()

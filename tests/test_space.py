@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tl.errors import TLError
+from tl.core.errors import TLError
 from tl.space import SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points
 
 SPACE_FILES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.py"))

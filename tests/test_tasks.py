@@ -1,4 +1,4 @@
-"""tl.tasks: the task table, task inference and overrides, the metrics per task against
+"""tl.core.tasks: the task table, task inference and overrides, the metrics per task against
 hand-computed values, the loss chosen per task, and bad task input as one error line before Ray."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from tl.data import load_dataset
-from tl.errors import TLError
-from tl.metrics import average_precision, quadratic_weighted_kappa, split_metrics
-from tl.tasks import MEDMNIST, TASK_METRICS, check_metric, medmnist_file, medmnist_md5, medmnist_url, resolve_task
+from tl.core.errors import TLError
+from tl.core.metrics import average_precision, quadratic_weighted_kappa, split_metrics
+from tl.core.tasks import MEDMNIST, TASK_METRICS, check_metric, medmnist_file, medmnist_md5, medmnist_url, resolve_task
 from tl.trainable import build_criterion, class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def test_analysis_chosen_model_sensitivity_is_about_the_positive_class():
 
 
 def test_val_threshold_for_best_balanced_accuracy_by_hand():
-    from tl.metrics import best_balanced_threshold
+    from tl.core.metrics import best_balanced_threshold
     from tl.trainable import threshold_metrics
 
     # positive class 0; p(class 0): positives 0.9, 0.4, 0.35; negatives 0.3, 0.2, 0.1

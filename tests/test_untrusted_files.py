@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tl.data import DatasetArrays
-from tl.errors import TLError
+from tl.core.errors import TLError
 from tl.trainable import run_epochs
 from tl.weights import load_state_dict
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tl.errors import TLError
+from tl.core.errors import TLError
 from tl.models import build_model, get_backbone
 from tl.weights import (IMAGENET_MEAN, IMAGENET_STD, NEUTRAL_MEAN, NEUTRAL_STD, load_state_dict,
                         normalization, packaged_lite0_state_dict, preflight, validate_weights)

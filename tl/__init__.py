@@ -1,5 +1,5 @@
 """tl: transfer-learning recipe search for medical images (Ray Tune + Optuna + ASHA)."""
-from tl.errors import TLError
+from tl.core.errors import TLError
 
 __all__ = ["TLError"]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tl.errors import TLError
-from tl.groups import group_overlap
+from tl.core.errors import TLError
+from tl.data.groups import group_overlap
 
 SPLITS = ("train", "val", "test")
 PAIRS = (("train", "val"), ("train", "test"), ("val", "test"))
@@ -189,7 +189,7 @@ def save_pairs(path: Path, pairs: dict) -> None:
 def _load_for_audit(dataset: str, image_size: int, groups: str | None, seed: int):
     """Images, names and group record of a dataset; a multi-label .npz is read raw."""
     from tl.data import load_dataset, resolve_dataset_path
-    from tl.groups import groups_from_regex, groups_record
+    from tl.data.groups import groups_from_regex, groups_record
 
     path = resolve_dataset_path(dataset, None, offline=True)
     if path.is_file():  # read raw: the audit needs no labels, so multi-label sets work too

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tl.calibration import apply_temperature
-from tl.data import _decode_images
-from tl.errors import TLError
+from tl.core.calibration import apply_temperature
+from tl.data import decode_images
+from tl.core.errors import TLError
 from tl.models import build_model
 from tl.trainable import Batcher, autocast_dtype
 
@@ -173,7 +173,7 @@ class Bundle:
         """
         size = int(self.meta["decode_size"])
         try:
-            images, kept, _ = _decode_images([Path(p) for p in paths], size, skip_bad)
+            images, kept, _ = decode_images([Path(p) for p in paths], size, skip_bad)
         except TLError as exc:
             raise TLError(f"{exc}".replace("pass --skip-bad-images to skip such files",
                                            "pass --skip-bad-images to list them in the CSV instead")) from None

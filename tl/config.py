@@ -16,7 +16,7 @@ DEFAULTS: dict = {
     "label_smoothing": 0.0, "patch_size": 4, "seed": 0, "metric": "val_acc", "mode": "max",
     "fail_at_epoch": 0, "feature_cache": True, "compile": False, "precision": "fp32",
     "channels_last": True,
-    # The task (tl.tasks): None takes the table's or the inferred one; TASK / POSITIVE_CLASS set them.
+    # The task (tl.core.tasks): None takes the table's or the inferred one; TASK / POSITIVE_CLASS set them.
     "task": None, "positive_class": None,
     # "balanced": inverse-frequency class weights (multilabel: per-finding pos_weight = negatives / positives).
     "class_weight": "none",

@@ -1,6 +1,6 @@
 """``python -m tl.export EXP --out DIR``: the chosen trial (or a top-k ensemble) as a bundle.
 
-The trial is the one ``tl.search`` printed: ``tl.choice``'s rule over the experiment's Table 1
+The trial is the one ``tl.search`` printed: ``tl.core.choice``'s rule over the experiment's Table 1
 (read by ``analysis``, which only reads folders). Temperature and threshold are fitted on the
 trial's saved val predictions, never on test. Before the bundle is written it must reproduce the
 trial's saved test predictions from its own files, so a bundle that would score differently never
@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from tl.bundle import META_FILE, SCHEMA_VERSION, load_bundle, save_weights
-from tl.calibration import (
+from tl.core.calibration import (
     ECE_BINS, TARGET_SENSITIVITY, apply_temperature, expected_calibration_error, fit_operating_point,
     sensitivity_specificity,
 )
-from tl.errors import TLError
+from tl.core.errors import TLError
 from tl.trainable import DEFAULTS, _input_size
 from tl.weights import normalization
 
@@ -56,9 +56,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _tested_rows(exp) -> tuple[list[dict], list[str]]:
-    """An experiment's tested trials best-first by ``tl.choice``'s rule (Table 1's order), and every id."""
+    """An experiment's tested trials best-first by ``tl.core.choice``'s rule (Table 1's order), and every id."""
     from analysis.tables import rank_column, trial_table
-    from tl.choice import rank_trials
+    from tl.core.choice import rank_trials
 
     table = rank_trials(trial_table(exp), rank_column(exp.meta["metric"]), exp.meta["mode"])
     dirs = dict(zip(exp.trials["trial_id"], exp.trials["trial_dir"]))
@@ -75,7 +75,7 @@ def tested_trials(experiment: Path) -> tuple[list[dict], dict, list[str], list[d
     from analysis.errors import AnalysisError
     from analysis.finalists import split_stages, winner_recipe
     from analysis.load import load_experiments
-    from tl.finalists import RECIPE_KEY
+    from tl.core.finalists import RECIPE_KEY
 
     try:
         search, stage = split_stages(load_experiments([experiment]))

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from tl.finalists import FINALIST_DIR, RECIPE_KEY, finalist_configs, finalist_seeds
+from tl.core.finalists import FINALIST_DIR, RECIPE_KEY, finalist_configs, finalist_seeds
 from tl.space import points_param_space
 
 PLAN_KEY = "finalists"  # the plan's record in tl_search.json

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tl.errors import TLError
+from tl.core.errors import TLError
 
 _POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -153,7 +153,7 @@ def save_test_grid(bundle, arrays, raw_test_probs: np.ndarray, path: Path, per_c
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tl.calibration import apply_temperature
+    from tl.core.calibration import apply_temperature
 
     labels = np.asarray(arrays.labels["test"])
     multilabel = labels.ndim == 2

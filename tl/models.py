@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from tl.errors import TLError
+from tl.core.errors import TLError
 
 FREEZE_MODES = ("none", "backbone", "partial")
 LOCAL_WEIGHTS_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")

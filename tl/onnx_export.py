@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tl.errors import TLError
+from tl.core.errors import TLError
 
 ONNX_TOLERANCE = 1e-4  # max |probability difference|, ONNX Runtime vs PyTorch, on up to 64 test images
 

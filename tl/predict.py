@@ -17,7 +17,7 @@ import numpy as np
 
 from tl.bundle import Bundle, load_bundle
 from tl.data import IMAGE_EXTENSIONS, SPLITS, load_npz_splits
-from tl.errors import TLError
+from tl.core.errors import TLError
 
 CHUNK = 512  # files decoded per step: bounds memory on large folders, and paces the progress bar
 

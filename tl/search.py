@@ -19,10 +19,10 @@ from pathlib import Path
 from tl.audit import AUDIT_FILE, audit_lines, audit_splits, save_pairs
 from tl.data import load_dataset, resolve_dataset_path
 from tl.console import PREFIX, LiveView, resume_command, run_options, set_restored_options, space_summary
-from tl.errors import TLError
+from tl.core.errors import TLError
 from tl.finalist_stage import run_finalist_stage
-from tl.finalists import parse_count
-from tl.tasks import check_metric
+from tl.core.finalists import parse_count
+from tl.core.tasks import check_metric
 from tl.space import (SAMPLERS, SearchSpace, SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points,
                       points_param_space)
 from tl.trainable import train_transfer, trial_run_options
@@ -77,7 +77,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _add_finalist_args(p: argparse.ArgumentParser) -> None:
-    # Strings, checked by tl.finalists.parse_count: bad values get one error: line, like every other input.
+    # Strings, checked by tl.core.finalists.parse_count: bad values get one error: line, like every other input.
     g = p.add_argument_group("finalists over seeds")
     g.add_argument("--finalists", metavar="K", help="after the search, re-train the top K tested recipes for their "
                                                     "full epochs, no early stopping (overrides the file's FINALISTS)")
@@ -433,7 +433,7 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 def chosen_trial(results, metric: str, mode: str):
     """Return (the Result a user walks away with, its best ``metric``), or (None, None).
 
-    The rule is :func:`tl.choice.rank_trials`, the one ``analysis.summarize`` ranks Table 1 and
+    The rule is :func:`tl.core.choice.rank_trials`, the one ``analysis.summarize`` ranks Table 1 and
     the chosen model by; errored trials and trials that never reported ``metric`` are left out.
     """
     ranked = ranked_results(results, metric, mode)
@@ -441,7 +441,7 @@ def chosen_trial(results, metric: str, mode: str):
 
 
 def ranked_results(results, metric: str, mode: str) -> list[tuple[str, object, float, bool]]:
-    """Return (trial id, Result, best ``metric``, tested) per trial, best first by :func:`tl.choice.rank_trials`.
+    """Return (trial id, Result, best ``metric``, tested) per trial, best first by :func:`tl.core.choice.rank_trials`.
 
     Errored trials and trials that never reported ``metric`` are left out; the finalists are
     the top tested ones.
@@ -449,7 +449,7 @@ def ranked_results(results, metric: str, mode: str) -> list[tuple[str, object, f
     import numpy as np
     import pandas as pd
 
-    from tl.choice import rank_trials
+    from tl.core.choice import rank_trials
 
     rows, by_trial = [], {}
     for i, result in enumerate(results):

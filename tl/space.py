@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tl.errors import TLError
-from tl.finalists import DEFAULT_SEEDS
+from tl.core.errors import TLError
+from tl.core.finalists import DEFAULT_SEEDS
 from tl.models import FREEZE_MODES, get_backbone
-from tl.tasks import ALL_VAL_METRICS, TASKS
+from tl.core.tasks import ALL_VAL_METRICS, TASKS
 from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS
 from tl.weights import validate_weights
 
@@ -27,7 +27,7 @@ SPACE_KEYS = {
     "PARAMS": "dict trial key -> list of choices or (distribution, low, high)",
     "FIXED": "dict trial key -> constant value",
     "METRIC": "val metric that drives ASHA and Optuna (val_acc, val_auc, val_loss, val_balanced_acc; "
-              "ordinal: val_mae, val_qwk; multilabel: val_auc is the mean AUC, val_map; see tl.tasks)",
+              "ordinal: val_mae, val_qwk; multilabel: val_auc is the mean AUC, val_map; see tl.core.tasks)",
     "MODE": "max or min",
     "MAX_EPOCHS": "ASHA's max_t and the cap on any trial's epochs",
     "NUM_SAMPLES": "number of trials",
@@ -42,7 +42,7 @@ SPACE_KEYS = {
               "carved splits are then disjoint by group",
     "FINALISTS": "after the search, re-train the top K tested recipes for their full epochs over seeds (None: off)",
     "FINALIST_SEEDS": "seeds per finalist recipe, none of them the search's (default 3)",
-    "TASK": "binary, multiclass, multilabel or ordinal; overrides the task table (tl.tasks) or the labels' inference",
+    "TASK": "binary, multiclass, multilabel or ordinal; overrides the task table (tl.core.tasks) or the labels' inference",
     "POSITIVE_CLASS": "binary tasks: the name of the class sensitivity is about (default: the table's, else class 1)",
 }
 DISTRIBUTIONS = ("loguniform", "uniform", "int")

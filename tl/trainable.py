@@ -22,9 +22,9 @@ from torch import nn
 
 from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS  # noqa: F401  (re-exported)
 from tl.data import DatasetArrays, load_dataset
-from tl.errors import TLError
+from tl.core.errors import TLError
 from tl.feature_cache import cached_features, identity_batcher
-from tl.metrics import best_balanced_threshold, sensitivity_specificity, split_metrics
+from tl.core.metrics import best_balanced_threshold, sensitivity_specificity, split_metrics
 from tl.models import apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier
 from tl.weights import load_state_dict, normalization
 

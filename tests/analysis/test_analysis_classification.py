@@ -50,7 +50,7 @@ def test_formatting_rules():
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_macro_auc_agrees_with_the_trainables_test_auc(n_classes: int):
     """analysis recomputes test_auc from saved predictions (to bootstrap it): same number as tl's."""
-    from tl.metrics import auc as trainable_auc
+    from tl.core.metrics import auc as trainable_auc
 
     rng = np.random.default_rng(n_classes)
     labels = rng.integers(0, n_classes, 300)

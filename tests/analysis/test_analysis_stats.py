@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.stats import bootstrap_interval, binomial_two_sided_p, mcnemar_exact, paired_bootstrap_ci
+from tl.core.stats import bootstrap_interval, binomial_two_sided_p, mcnemar_exact, paired_bootstrap_ci
 
 
 def test_identical_predictions_give_zero_difference_and_p_one():

@@ -1,5 +1,5 @@
 """One rule of choice: Table 1's top row, the report's chosen model and the trial ``tl.search``
-prints are the same trial on the same results (tl.choice.rank_trials is their only rule)."""
+prints are the same trial on the same results (tl.core.choice.rank_trials is their only rule)."""
 
 from __future__ import annotations
 

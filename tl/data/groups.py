@@ -1,11 +1,10 @@
-"""Grouping keys (patients) per image, and carving a split that is stratified by label and
-disjoint by group.
+"""Grouping keys (patients) per image, what a split record keeps of them, and their overlap.
 
 Images of one patient look alike; when some land in train and others in val, val measures
 recall of the patient, not generalisation. A key comes from the first capture group of a regex
 over each file's path relative to the dataset root (``--groups`` / ``GROUPS``; for an ``.npz``,
 over its ``{split}_names``), or from a ``groups.csv`` (``file,group``) in the ImageFolder root.
-The carve itself is scikit-learn's ``StratifiedGroupKFold``: one fold is the carved split.
+The carve that uses them is ``tl.data.carve.group_split``.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tl.errors import TLError
+from tl.core.errors import TLError
 
 GROUPS_CSV = "groups.csv"
 # Kermany chest_xray file names: personN_bacteria_M / personN_virus_M; IM-NNNN-MMMM; NORMAL2-IM-NNNN-MMMM.
@@ -78,37 +77,6 @@ def groups_from_csv(path: Path, names: list[str], known: set[str]) -> np.ndarray
                       f"{f' (e.g. {missing[0]})' if missing else ''} and {len(unknown)} rows name "
                       f"unknown files{f' (e.g. {unknown[0]})' if unknown else ''}")
     return np.array([table[n] for n in names], dtype=object)
-
-
-def group_split(labels: np.ndarray, groups: np.ndarray, fraction: float,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split stratified by ``labels`` and disjoint by ``groups``.
-
-    ``StratifiedGroupKFold`` with ``round(1 / fraction)`` folds; the first fold is carved out, so
-    the carved share is about ``fraction`` (exactly 1/folds of the groups' images, give or take).
-
-    Returns:
-        (kept indices, carved indices), each sorted.
-
-    Raises:
-        TLError: fewer groups than folds, or a class with fewer groups than folds (it could not
-            appear on both sides).
-    """
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    n_splits = max(2, int(round(1 / fraction)))
-    n_groups = len(set(groups))
-    if n_groups < n_splits:
-        raise TLError(f"too few groups to carve {fraction:.0%} by group: {n_groups} groups, "
-                      f"need at least {n_splits}")
-    for cls in np.unique(labels):
-        k = len(set(groups[labels == cls]))
-        if k < n_splits:
-            raise TLError(f"too few groups to stratify a {fraction:.0%} carve: class {cls} has "
-                          f"{k} groups, need at least {n_splits}")
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    kept, carved = next(folds.split(np.zeros(len(labels)), labels, groups))
-    return np.sort(kept), np.sort(carved)
 
 
 def groups_record(groups: dict[str, np.ndarray], source: str, unmatched: int = 0) -> dict:

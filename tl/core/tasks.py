@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tl.errors import TLError
+from tl.core.errors import TLError
 
 TASKS = ("binary", "multiclass", "multilabel", "ordinal")
 MEDMNIST_SIZES = (28, 64, 128, 224)

@@ -1,7 +1,7 @@
 """Metrics computed from probabilities, keyed by task (the one home of every metric function).
 
 ``split_metrics(probs, labels, prefix, task, positive)`` returns the flat ``{prefix}_*`` dict a
-trial reports; its keys per task are ``tl.tasks.TASK_METRICS``. Binary: accuracy, AUC,
+trial reports; its keys per task are ``tl.core.tasks.TASK_METRICS``. Binary: accuracy, AUC,
 balanced accuracy, sensitivity and specificity of the task's positive class. Multiclass: accuracy,
 macro one-vs-rest AUC, balanced accuracy. Ordinal: those plus MAE in grades and quadratic weighted
 kappa. Multilabel (sigmoid probabilities (N, K), multi-hot labels): mean AUC over findings (a

@@ -3,7 +3,7 @@
 Pure Python, numpy and pandas (no Ray, no torch), so ``tl.search`` and ``analysis`` share it.
 After the search, the top K tested recipes by the rule of choice are re-trained for their full
 epochs with S new seeds each; the winner is the recipe with the best mean val metric
-(:func:`tl.choice.rank_recipes`), and its seeds' test probabilities are averaged into one
+(:func:`tl.core.choice.rank_recipes`), and its seeds' test probabilities are averaged into one
 ensemble.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tl.choice import rank_recipes
-from tl.errors import TLError
+from tl.core.choice import rank_recipes
+from tl.core.errors import TLError
 
 STAGE_KEY, STAGE = "stage", "finalist"  # config keys that mark a finalist trial
 RECIPE_KEY, SOURCE_KEY = "recipe_id", "source_trial"
@@ -61,7 +61,7 @@ def finalist_configs(configs: list[dict], source_trials: list[str], seeds: list[
 
 
 def recipe_summary(runs: pd.DataFrame, val_column: str, mode: str) -> pd.DataFrame:
-    """Return one row per recipe, the winner first (:func:`tl.choice.rank_recipes`).
+    """Return one row per recipe, the winner first (:func:`tl.core.choice.rank_recipes`).
 
     Args:
         runs: one row per finalist trial: ``recipe_id``, ``seed``, ``trial``, ``val_column`` (the

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tl.metrics import sensitivity_specificity  # noqa: F401  (re-exported: one home, tl.metrics)
+from tl.core.metrics import sensitivity_specificity  # noqa: F401  (re-exported: one home, tl.core.metrics)
 
 ECE_BINS = 15
 TARGET_SENSITIVITY = 0.95

@@ -1,0 +1,17 @@
+"""Datasets: find, validate and decode once into uint8 arrays that every trial shares.
+
+Formats: MedMNIST-style ``.npz`` files (``npz``) and ImageFolder trees (``imagefolder``). Each
+ends as ``DatasetArrays`` (``arrays``): uint8 images (N, C, H, W) per split, labels, class names and
+the split record. ``load_dataset`` (``load``) is the entry point: decoded once per (dataset, image
+size), cached on disk so trials never touch an image file. Carving (``carve``) and grouping keys
+(``groups``) are pure functions of labels and names.
+"""
+from tl.data.arrays import SPLITS, DatasetArrays
+from tl.data.decode import IMAGE_EXTENSIONS, decode_images
+from tl.data.imagefolder import load_image_folder
+from tl.data.load import load_dataset
+from tl.data.locate import cache_dir, default_data_dir, resolve_dataset_path
+from tl.data.npz import load_npz_splits
+
+__all__ = ["SPLITS", "IMAGE_EXTENSIONS", "DatasetArrays", "cache_dir", "decode_images", "default_data_dir",
+           "load_dataset", "load_image_folder", "load_npz_splits", "resolve_dataset_path"]

@@ -1,0 +1,92 @@
+"""``DatasetArrays``: decoded splits every trial shares, and what identifies them.
+
+uint8 images (N, C, H, W) per split, int64 labels, class names, the split record and the task;
+fingerprints of each split let paired comparisons and calibration check they saw the same images.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tl.core.tasks import MEDMNIST, Task, medmnist_file, resolve_task
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class DatasetArrays:
+    """Decoded splits: ``images[split]`` uint8 (N, C, H, W), ``labels[split]`` int64 (N,), or
+    (N, K) multi-hot for a multilabel task. ``task`` (``tl.core.tasks.Task``) is resolved at load time
+    from the task table, the labels, or TASK / POSITIVE_CLASS (see ``apply_task``)."""
+
+    name: str
+    images: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    class_names: list[str]
+    split_record: dict = field(default_factory=dict)
+    fingerprint: str = ""  # identifies the source data; keys caches derived from it
+    names: dict[str, list[str]] = field(default_factory=dict)  # per split: file paths / npz names, if known
+    task_info: Task | None = None
+    # split_fingerprint's results: computed once (on the driver for test and val) and shipped to trials
+    _fingerprints: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def test_fingerprint(self) -> str:
+        """Identity of the test split: two runs with equal fingerprints were tested on the same
+        images in the same order. ImageFolder: the test file list and labels, so decoding at
+        another image size is still the same split; npz: the test pixels, labels and names."""
+        return self.split_fingerprint("test")
+
+    def split_fingerprint(self, split: str) -> str:
+        """Hash of one split's labels and file names, and its pixels unless it is an ImageFolder
+        split with known files (so decoding at another image size is the same split); see
+        ``test_fingerprint``."""
+        if split in self._fingerprints:
+            return self._fingerprints[split]
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.labels[split], dtype=np.int64).data)
+        h.update("\n".join(self.names.get(split, [])).encode())
+        if not (self.split_record.get("source") == "imagefolder" and self.names.get(split)):
+            h.update(np.ascontiguousarray(self.images[split]).data)
+        self._fingerprints[split] = h.hexdigest()[:16]
+        return self._fingerprints[split]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def task(self) -> str:
+        """binary, multiclass, multilabel or ordinal (``tl.core.tasks.TASKS``)."""
+        if self.task_info is None:
+            self.apply_task()
+        return self.task_info.kind
+
+    @property
+    def positive_index(self) -> int | None:
+        """Binary tasks: the index of the positive class (BreastMNIST: 0, malignant); else None."""
+        if self.task_info is None:
+            self.apply_task()
+        return self.task_info.positive
+
+    def apply_task(self, task: str | None = None, positive_class: str | None = None) -> "DatasetArrays":
+        """Resolve the task: ``task``/``positive_class`` (TASK, POSITIVE_CLASS) over the table's over
+        the labels'. Raises TLError when they do not fit the labels; returns self."""
+        found = medmnist_file(self.name)
+        row = MEDMNIST[found[0]] if found else None
+        self.task_info = resolve_task(self.labels, self.class_names, row.task if row else None,
+                                      row.positive if row else None, task, positive_class, where=self.name)
+        return self
+
+    @property
+    def channels(self) -> int:
+        return int(self.images["train"].shape[1])
+
+    def describe(self) -> dict:
+        return {"name": self.name, "task": self.task, "num_classes": self.num_classes,
+                "class_names": self.class_names, "positive_class": self.positive_index,
+                "split_sizes": {s: int(len(self.labels[s])) for s in SPLITS},
+                "test_fingerprint": self.test_fingerprint, "split": self.split_record}
+
