@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import sys
 import time
@@ -62,8 +63,32 @@ def pixel_digests(images: np.ndarray) -> np.ndarray:
                     dtype=object)
 
 
-def near_pairs(a: np.ndarray, b: np.ndarray, threshold: int, block: int = 4_000_000) -> tuple[np.ndarray, ...]:
-    """Return (index in a, index in b, Hamming distance) of every pair within ``threshold`` bits."""
+# Multi-index hashing (Norouzi et al., "Fast exact search in Hamming space with multi-index
+# hashing", TPAMI 2014): cut the 256 bits into m disjoint chunks. Two hashes within r bits differ
+# in at most r chunks, so when r < m they agree exactly on at least one chunk: looking each hash
+# up by each chunk finds every near pair, and the full distance of those candidates removes the
+# rest. m = threshold + 1 chunks, the fewest that stay exact, so the chunks are as wide as they
+# can be: X-ray dHashes are far from uniform (the same body outline gives the same gradients), and
+# with 16 chunks of 16 bits 14 % of PneumoniaMNIST's train x val pairs (22 % on chestxray14_1000)
+# shared a chunk, barely better than comparing all pairs; 7 chunks of 36 bits with the bits
+# shuffled leave 0.07 % (0.1 %). Shuffled: a chunk of one dHash row (or column) repeats across
+# patients, a chunk of bits from all over the image much less (rows 0.5 %, shuffled 0.07 %).
+MAX_CHUNKS = 16  # above threshold 15, chunks of < 16 bits collide for a third or more of the pairs
+# of real X-rays (measured: 29 % at 12-bit chunks, 75 % at 8), and verifying that many candidates
+# one by one is slower than all pairs in blocks: such thresholds use near_pairs_all_pairs.
+_MAX_CHUNK_BITS = 56  # faiss reads a chunk as 8 bytes shifted by up to 7 bits: at most 57 bits
+_BIT_ORDER = np.random.default_rng(0).permutation(HASH_SIDE * HASH_SIDE)  # fixed: chunk c is bits
+# _BIT_ORDER[c * b:(c + 1) * b] of the dHash; any fixed partition keeps the search exact
+
+
+def near_pairs_all_pairs(a: np.ndarray, b: np.ndarray, threshold: int,
+                         block: int = 4_000_000) -> tuple[np.ndarray, ...]:
+    """Return (index in a, index in b, Hamming distance) of every pair within ``threshold`` bits.
+
+    The O(N*M) reference: every pair is compared (numpy, in blocks of ``block`` words). Pairs come
+    sorted by index in a, then index in b. ``near_pairs`` finds the same pairs without comparing
+    all of them; this one stays for thresholds above ``MAX_CHUNKS - 1`` and as the tests' reference.
+    """
     rows = max(1, block // max(1, len(b) * a.shape[1]))
     found_a, found_b, found_d = [], [], []
     for i in range(0, len(a), rows):
@@ -74,6 +99,90 @@ def near_pairs(a: np.ndarray, b: np.ndarray, threshold: int, block: int = 4_000_
         found_d.append(dist[ia, ib])
     cat = (lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t))
     return cat(found_a, np.int64), cat(found_b, np.int64), cat(found_d, np.int64)
+
+
+def near_pairs_method(threshold: int) -> str:
+    """Return how ``near_pairs`` searches at ``threshold``, as the audit record names it."""
+    if threshold >= MAX_CHUNKS:
+        return "all pairs (numpy)"
+    nhash, bits = _chunks(threshold)
+    return f"multi-index hashing (faiss IndexBinaryMultiHash, {nhash} x {bits}-bit chunks)"
+
+
+def near_pairs(a: np.ndarray, b: np.ndarray, threshold: int) -> tuple[np.ndarray, ...]:
+    """Return (index in a, index in b, Hamming distance) of every pair within ``threshold`` bits.
+
+    Exactly the pairs, distances and order of ``near_pairs_all_pairs``, found by multi-index
+    hashing: the smaller split is indexed by ``threshold + 1`` chunks of its hashes and the larger
+    one looked up chunk by chunk, so only pairs that share a chunk are compared.
+
+    Args:
+        a, b: dHashes, uint64 (N, 4) and (M, 4).
+        threshold: the largest Hamming distance of a near pair, >= 0. From ``MAX_CHUNKS`` on the
+            search compares all pairs (chunks that narrow would match most pairs anyway).
+
+    Raises:
+        ValueError: a negative threshold, or hashes that are not 256 bits.
+    """
+    if threshold < 0:
+        raise ValueError(f"threshold must be >= 0 bits, got {threshold}")
+    for name, h in (("a", a), ("b", b)):
+        if h.ndim != 2 or h.shape[1] * 64 != HASH_SIDE * HASH_SIDE:
+            raise ValueError(f"{name} must be {HASH_SIDE * HASH_SIDE}-bit hashes, uint64 (N, 4), got shape {h.shape}")
+    if threshold >= MAX_CHUNKS:
+        return near_pairs_all_pairs(a, b, threshold)
+    if not len(a) or not len(b):
+        return tuple(np.zeros(0, np.int64) for _ in range(3))
+    import faiss
+
+    swap = len(a) < len(b)  # index the smaller split: adding is one thread, looking up is all of them
+    indexed, queries = (a, b) if swap else (b, a)
+    nhash, bits = _chunks(threshold)
+    index = faiss.IndexBinaryMultiHash(HASH_SIDE * HASH_SIDE, nhash, bits)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(_cpu_allotment())
+    try:
+        index.add(_faiss_codes(indexed))
+        lims, faiss_dist, found = index.range_search(_faiss_codes(queries), threshold + 1)  # radius is strict: <
+    finally:
+        faiss.omp_set_num_threads(threads)
+    iq = np.repeat(np.arange(len(queries), dtype=np.int64), np.diff(lims).astype(np.int64))
+    ia, ib = (found.astype(np.int64), iq) if swap else (iq, found.astype(np.int64))
+    order = np.lexsort((ib, ia))  # the reference's order: by index in a, then in b
+    ia, ib, faiss_dist = ia[order], ib[order], faiss_dist[order]
+    # The distances again from the uint64 words: a packing that lost bits or mixed rows shows here.
+    dist = np.bitwise_count(a[ia] ^ b[ib]).sum(-1, dtype=np.int64)
+    if not np.array_equal(dist, faiss_dist):
+        raise RuntimeError(f"faiss and the uint64 hashes disagree on {(dist != faiss_dist).sum()} of {len(dist)} "
+                           "distances: the packing of hashes into faiss codes is broken")
+    return ia, ib, dist
+
+
+def _chunks(threshold: int) -> tuple[int, int]:
+    """(number of chunks, bits per chunk) of an exact search at ``threshold``: r < m chunks."""
+    nhash = threshold + 1
+    return nhash, min(HASH_SIDE * HASH_SIDE // nhash, _MAX_CHUNK_BITS)
+
+
+def _faiss_codes(hashes: np.ndarray) -> np.ndarray:
+    """uint8 (N, 32) faiss codes of uint64 (N, 4) dHashes, bits in ``_BIT_ORDER``.
+
+    Backed by one spare zero row: faiss reads each chunk as 8 bytes, so the last chunk of the last
+    code reads past the code's 32 bytes; the spare row keeps that read inside the array.
+    """
+    bits = np.unpackbits(hashes.astype(">u8").view(np.uint8).reshape(len(hashes), -1), axis=1)
+    codes = np.zeros((len(hashes) + 1, bits.shape[1] // 8), dtype=np.uint8)
+    codes[:-1] = np.packbits(bits[:, _BIT_ORDER], axis=1)
+    return codes[:-1]
+
+
+def _cpu_allotment() -> int:
+    """Threads this process may use: its CPU affinity, capped by torch's thread count (which
+    follows OMP_NUM_THREADS), so the audit on a shared machine takes no more than the search will."""
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, torch.get_num_threads()))
 
 
 def patient_id_warning(names: dict[str, list[str]]) -> str | None:
@@ -119,13 +228,15 @@ def audit_splits(images: dict[str, np.ndarray], *, names: dict[str, list[str]] |
         (the record for ``tl_search.json``, example pairs with thumbnails for ``split_audit.npz``).
         The record: per pair of splits ``exact_duplicates`` and ``near_duplicates`` (pairs of images;
         near excludes exact) and how many images of the second split have any; ``group_overlap``
-        (None without grouping); ``warning``; ``seconds``.
+        (None without grouping); ``warning``; ``near_search`` (how near pairs were found);
+        ``seconds``.
     """
     t0 = time.perf_counter()
     present = [s for s in SPLITS if s in images and len(images[s])]
     hashes = {s: dhash(images[s]) for s in present}
     digests = {s: pixel_digests(images[s]) for s in present}
-    record: dict = {"near_threshold_bits": threshold, "hash": f"dHash {HASH_SIDE * HASH_SIDE}-bit", "exact_duplicates": {},
+    record: dict = {"near_threshold_bits": threshold, "hash": f"dHash {HASH_SIDE * HASH_SIDE}-bit",
+                    "near_search": near_pairs_method(threshold), "exact_duplicates": {},
                     "near_duplicates": {}, "images_with_exact_duplicate": {}, "images_with_near_duplicate": {}}
     examples: list[tuple] = []
     for a, b in PAIRS:
