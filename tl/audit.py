@@ -109,6 +109,16 @@ def near_pairs_method(threshold: int) -> str:
     return f"multi-index hashing (faiss IndexBinaryMultiHash, {nhash} x {bits}-bit chunks)"
 
 
+def hash_chunks(threshold: int) -> list[np.ndarray]:
+    """Return the dHash bit positions of each chunk ``near_pairs`` indexes at ``threshold``.
+
+    Bit k of a dHash is row k // 16, gradient k % 16: word k // 64 of the uint64 (N, 4) hash, its
+    (63 - k % 64)-th least significant bit. Bits in no chunk still count in the distance.
+    """
+    nhash, bits = _chunks(threshold)
+    return [_BIT_ORDER[c * bits:(c + 1) * bits] for c in range(nhash)]
+
+
 def near_pairs(a: np.ndarray, b: np.ndarray, threshold: int) -> tuple[np.ndarray, ...]:
     """Return (index in a, index in b, Hamming distance) of every pair within ``threshold`` bits.
 
