@@ -349,3 +349,40 @@ def test_bad_label_cells_and_groups(small):
     message = _error(read_label_table, table, labels="dx!=", group_column="PatientID")
     assert "no group column 'PatientID'" in message and "not all DICOM" in message
     assert "stands alone" in _error(read_label_table, table, labels="dx!=y,findings")
+
+
+def test_extra_fields_beyond_the_header(small):
+    table = small(["file", "dx"], [["a.jpg", "x", "surprise"]])
+    assert "line 2 has 3 fields, the header 2" in _error(read_label_table, table, labels="dx")
+
+
+def test_image_root_elsewhere_and_a_value_with_folders(tmp_path: Path, jpegs: list[Path]):
+    for split, src in (("train", jpegs[0]), ("test", jpegs[1])):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        shutil.copyfile(src, tmp_path / "data" / split / "a.jpg")
+    table = _write(tmp_path / "tables" / "labels.csv", ["file", "dx"], [["train/a.jpg", "x"], ["test/a", "y"]])
+    t = read_label_table(table, labels="dx", image_root=tmp_path / "data")
+    assert t.files == [tmp_path / "data" / "train" / "a.jpg", tmp_path / "data" / "test" / "a.jpg"]
+    assert t.record["path_column"]["resolved"] == {"table_folder": 0, "folder_above": 0, "absolute": 0, "name": 1,
+                                                   "stem": 1}
+    bare = _write(tmp_path / "tables" / "bare.csv", ["file", "dx"], [["a.jpg", "x"]])
+    assert "'a.jpg' (2 files by name" in _error(read_label_table, bare, path_column="file", labels="dx",
+                                                image_root=tmp_path / "data")
+
+
+@pytest.mark.skipif(not hasattr(table_module.decode, "is_image_file"), reason="decode cannot tell DICOM by magic yet")
+def test_dicom_files_named_by_uid_without_dcm(tmp_path: Path, data_dir: Path):
+    import pydicom
+
+    src = data_dir / "siim_acr_11"
+    rows = _csv_rows(src / "train-rle.csv")[:4]
+    (tmp_path / "dicom").mkdir()
+    for r in rows:
+        shutil.copyfile(src / "dicom-images" / f"{r['ImageId']}.dcm", tmp_path / "dicom" / r["ImageId"])
+    table = _write(tmp_path / "labels.csv", ["ImageId", "EncodedPixels"],
+                   [[r["ImageId"], r["EncodedPixels"]] for r in rows])
+    t = read_label_table(table, labels="EncodedPixels==-1")
+    assert [f.name for f in t.files] == [r["ImageId"] for r in rows]
+    assert t.record["path_column"]["resolved"]["name"] == 4
+    assert t.groups.tolist() == [pydicom.dcmread(f).PatientID for f in t.files]
+    assert t.labels.tolist() == [int(r["EncodedPixels"].strip() == "-1") for r in rows]

@@ -647,7 +647,8 @@ def _groups(table, requested, column, row_groups, files, columns, names) -> tupl
     ids = _dicom_values(files, "PatientID")
     missing = sum(1 for v in ids if not v)
     if missing:
-        return None, {"source": None, "note": f"{missing} of {len(ids)} DICOM files have no PatientID: no default groups"}
+        return None, {"source": None,
+                      "note": f"{missing} of {len(ids)} DICOM files have no PatientID: no default groups"}
     groups = np.array(ids, dtype=object)
     return groups, {"source": "DICOM header PatientID (default: no group_column)",
                     "n_groups": len(set(ids)), "blank_rows": 0}
