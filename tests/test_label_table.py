@@ -6,6 +6,7 @@ reader under test."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from collections import Counter
@@ -96,6 +97,7 @@ def test_real_nih_table(data_dir: Path):
     assert rec["labels"]["mode"] == "joined" and rec["labels"]["no_finding_rows"] == 499
     assert rec["labels"]["rows_with_2_or_more_positive"] == 213
     assert rec["groups"] == {"source": "column 'Patient ID'", "n_groups": 264, "blank_rows": 0}
+    assert json.loads(json.dumps(rec)) == rec
 
 
 def test_real_siim_table_compare_label_and_dicom_patient_groups(data_dir: Path):
@@ -163,6 +165,7 @@ def test_chexpert_like_tree_keeps_uncertain_and_counts_blank(tmp_path: Path, jpe
     assert {f: c["uncertain"] for f, c in t.record["labels"]["counts"].items()} == \
         {"Cardiomegaly": 1, "Edema": 1, "Pleural Effusion": 1}
     assert t.groups is None and t.record["groups"] == {"source": None}
+    assert json.loads(json.dumps(t.record)) == t.record
 
 
 def test_isic_like_table_by_stem_with_lesion_groups(tmp_path: Path, jpegs: list[Path]):
