@@ -17,6 +17,7 @@ import numpy as np
 
 from tl.bundle import Bundle, load_bundle
 from tl.data import IMAGE_EXTENSIONS, SPLITS, load_npz_splits
+from tl.data.decode import is_image_file
 from tl.core.errors import TLError
 
 CHUNK = 512  # files decoded per step: bounds memory on large folders, and paces the progress bar
@@ -47,7 +48,7 @@ def expand_inputs(inputs: list[str]) -> list[tuple[str, str | None]]:
                 raise TLError(f"{p}: no such .npz file")
             out.append((path, split))
         elif p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            files = sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f))
             if not files:
                 raise TLError(f"{p}: no image files ({'/'.join(IMAGE_EXTENSIONS)}) under it")
             out += [(str(f), None) for f in files]

@@ -11,7 +11,7 @@ import numpy as np
 from tl.core.errors import TLError
 from tl.data.arrays import SPLITS, DatasetArrays
 from tl.data.carve import group_split, stratified_split
-from tl.data.decode import IMAGE_EXTENSIONS, decode_images
+from tl.data.decode import IMAGE_EXTENSIONS, decode_images, is_image_file
 from tl.data.groups import GROUPS_CSV, groups_from_csv, groups_from_regex, groups_record
 
 
@@ -21,7 +21,7 @@ def _list_class_folder(root: Path) -> dict[str, list[Path]]:
         raise TLError(f"{root}: no class folders (expected {root}/CLASS/*.jpeg)")
     files = {}
     for cls in classes:
-        items = sorted(p for p in cls.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        items = sorted(p for p in cls.iterdir() if p.is_file() and is_image_file(p))
         if not items:
             raise TLError(f"{cls}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files)")
         files[cls.name] = items
