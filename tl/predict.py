@@ -115,19 +115,31 @@ def _png_name(name: str) -> str:
 
 
 def write_csv(rows: list[dict], out: Path) -> None:
-    """Write atomically: a temporary file in the same folder, renamed when complete."""
+    """Write atomically: a temporary file in the same folder, renamed when complete.
+
+    Raises:
+        TLError: naming ``out`` when it cannot be written (its folder is a file, no permission, a
+            folder in its place, disk full); nothing is left behind.
+    """
     if not rows:
         raise TLError("no images in the inputs: nothing to predict")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.part")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, out)
+    except OSError as exc:
+        where = exc.filename2 or exc.filename  # os.replace names the temporary file first
+        why = f"{exc.strerror}: {where}" if exc.strerror and where else str(exc)
+        raise TLError(f"--out {out}: cannot write the predictions ({why})") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # its folder is a file or unreadable: then no temporary file was made either
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
