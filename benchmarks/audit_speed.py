@@ -65,7 +65,7 @@ def plant(splits: dict[str, np.ndarray], rng: np.random.Generator, n: int) -> di
     free = {s: rng.permutation(len(h)).tolist() for s, h in splits.items()}
     for k, (a, b) in enumerate(PAIRS):
         planted[f"{a}|{b}"] = {}
-        for p in range(n // len(PAIRS)):
+        for p in range(min(n // len(PAIRS), min(len(h) for h in splits.values()) // 4)):  # rows for all pairs
             i, j = free[a].pop(), free[b].pop()
             d = (p + k) % (NEAR_THRESHOLD + 3)
             h = splits[a][i].copy()
