@@ -54,19 +54,22 @@ def scale_to_uint8(values: np.ndarray, zero: float, full: float) -> np.ndarray:
         return values.astype(np.uint8)
     if full == zero:
         return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (values.astype(np.float64) - zero) * (255.0 / (full - zero))
-    return np.rint(scaled).astype(np.uint8)
+    scaled = values.astype(np.float64)  # in place from here: a 1024x1024 image is 8 MB per copy
+    scaled -= zero
+    scaled *= 255.0 / (full - zero)
+    return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
 def _by_value_range(values: np.ndarray) -> tuple[np.ndarray, list[float]]:
     """uint8 from the range the values span (a PNG or TIFF says nothing about its meaningful range);
     NaN and inf (float TIFFs) become 0."""
-    values = values.astype(np.float64)
-    finite = np.isfinite(values)
-    if not finite.any():
-        return np.zeros(values.shape, dtype=np.uint8), [0.0, 0.0]
-    lo, hi = float(values[finite].min()), float(values[finite].max())
-    return scale_to_uint8(np.where(finite, values, lo), lo, hi), [lo, hi]
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        finite = np.isfinite(values)
+        if not finite.any():
+            return np.zeros(values.shape, dtype=np.uint8), [0.0, 0.0]
+        values = np.where(finite, values, values[finite].min())
+    lo, hi = float(values.min()), float(values.max())
+    return scale_to_uint8(values, lo, hi), [lo, hi]
 
 
 def _resized(pixels: np.ndarray, size: int, channels: int) -> np.ndarray:
