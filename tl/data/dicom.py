@@ -152,8 +152,6 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, dict]:
         else:
             record["range"] = [0, 2 ** bits - 1]
             pixels = scale_to_uint8(stored, *record["range"])
-    except TLError:
-        raise
     except Exception as exc:  # noqa: BLE001 -- see the comment above dcmread
         raise TLError(f"{path}: DICOM pixel data does not decode ({type(exc).__name__}: {exc})") from None
     if pixels.ndim == 3 and pixels.shape[-1] != 3:
