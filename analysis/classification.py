@@ -1,6 +1,6 @@
 """ROC curves, confusion matrices and per-finding AUCs computed from saved test predictions.
 
-The metric numbers come from ``tl.metrics`` (one home for every metric); this module adds the
+The metric numbers come from ``tl.core.metrics`` (one home for every metric); this module adds the
 curves and tables the report draws.
 """
 
@@ -12,9 +12,8 @@ import numpy as np
 
 import pandas as pd
 
-from analysis.load import Predictions
-from tl.metrics import auc as _auc
-from tl.metrics import findings_left_out, per_finding_auc
+from tl.core.metrics import findings_left_out, per_finding_auc
+from tl.core.results import Predictions
 
 
 class RocCurve(NamedTuple):
@@ -58,16 +57,6 @@ def roc_curves(pred: Predictions, class_names: Sequence[str] | None = None, posi
         return [roc_curve(pred.probs[:, k], pred.labels[:, k] == 1, names[k]) for k in range(n_classes)]
     classes = [positive] if n_classes == 2 else range(n_classes)
     return [roc_curve(pred.probs[:, c], pred.labels == c, names[c]) for c in classes]
-
-
-def macro_auc(pred: Predictions, positive: int = 1) -> float:
-    """The trainable's ``test_auc``, recomputed so it can be bootstrapped: AUC of the positive class
-    for two classes, mean one-vs-rest AUC over the classes present for more, and (multilabel) the
-    mean AUC over findings that have a positive and a negative."""
-    if pred.multilabel:
-        aucs = per_finding_auc(pred.probs, pred.labels)
-        return float(np.nanmean(aucs)) if (~np.isnan(aucs)).any() else float("nan")
-    return _auc(pred.probs, pred.labels, positive)
 
 
 def finding_table(pred: Predictions, class_names: Sequence[str]) -> pd.DataFrame:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.classification import macro_auc
-from analysis.load import Predictions
-from analysis.stats import N_RESAMPLES, SEED, bootstrap_interval, mcnemar_exact, paired_bootstrap_ci
-from analysis.tables import rank_trials
-from tl.metrics import split_metrics
+from tl.core.choice import rank_trials
+from tl.core.metrics import task_auc
+from tl.core.results import Predictions
+from tl.core.stats import N_RESAMPLES, SEED, bootstrap_interval, mcnemar_exact, paired_bootstrap_ci
 
 # Why multilabel pairs are compared on mean AUC: McNemar counts images one model gets right and the
 # other wrong, and a 14-finding image has no single right or wrong.
@@ -28,8 +27,6 @@ WITHIN_BACKBONE = (
     ("IMAGENET1K_V1 vs IMAGENET1K_V2", "weights", "IMAGENET1K_V1", "IMAGENET1K_V2"),
 )
 BEST_BACKBONE_FAMILY = "best backbone vs other"
-CHOSEN_COLUMNS = ["trial", "backbone", "freeze", "weights", "best_val", "n", "test_acc", "acc_low", "acc_high",
-                  "test_auc", "auc_low", "auc_high", "sensitivity", "specificity"]
 COLUMNS = ["family", "scope", "a", "b", "trial_a", "trial_b", "n", "acc_a", "acc_b", "diff",
            "ci_low", "ci_high", "a_only", "b_only", "p_value", "note"]
 
@@ -49,10 +46,10 @@ def compare_trials(pred_a: Predictions, pred_b: Predictions, *, n_resamples: int
         return {"note": "test labels differ: not the same test split, not compared"}
     if pred_a.multilabel:  # acc_a/acc_b hold mean AUCs here; the note says so
         def mean_auc(p: Predictions, i: np.ndarray) -> float:
-            return macro_auc(Predictions(p.probs[i], p.labels[i]))
+            return task_auc(p.probs[i], p.labels[i])
         ci = bootstrap_interval(lambda i: mean_auc(pred_a, i) - mean_auc(pred_b, i), len(pred_a.labels),
                                 n_resamples=n_resamples, seed=seed)
-        return {"n": int(len(pred_a.labels)), "acc_a": macro_auc(pred_a), "acc_b": macro_auc(pred_b),
+        return {"n": int(len(pred_a.labels)), "acc_a": task_auc(pred_a.probs, pred_a.labels), "acc_b": task_auc(pred_b.probs, pred_b.labels),
                 "diff": ci.value, "ci_low": ci.low, "ci_high": ci.high, "a_only": np.nan, "b_only": np.nan,
                 "p_value": np.nan, "note": MCNEMAR_NOT_APPLICABLE}
     ca, cb = pred_a.correct, pred_b.correct
@@ -120,41 +117,3 @@ def paired_comparisons(table: pd.DataFrame, predictions: dict[str, Predictions],
                 BEST_BACKBONE_FAMILY, "all trials", top, other, table[table["backbone"] == top],
                 table[table["backbone"] == other], predictions, column, mode, **kw))
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def chosen_model(table: pd.DataFrame, predictions: dict[str, Predictions], column: str, mode: str, *,
-                 n_resamples: int = N_RESAMPLES, seed: int = SEED, positive: int = 1) -> pd.DataFrame:
-    """Return the model a user of the search walks away with, and how sure its test figures are.
-
-    It is the best trial by the validation metric among trials with saved test predictions (as
-    in the comparisons); its test accuracy and AUC get percentile bootstrap intervals over the
-    test images. One row, or none when no trial has test predictions. Binary: sensitivity and
-    specificity of class ``positive`` at argmax. Multilabel: ``test_auc`` is the mean AUC over
-    findings, ``test_acc`` MedMNIST's ACC (every label at 0.5), and ``acc_no_finding`` the ACC of
-    predicting "no finding" everywhere, which ACC barely beats on rare findings.
-    """
-    best = _best_with_predictions(table, predictions, column, mode)
-    columns = [column if c == "best_val" else c for c in CHOSEN_COLUMNS]
-    if best is None:
-        return pd.DataFrame(columns=columns)
-    row = table[table["trial"] == best].iloc[0]
-    pred = predictions[best]
-    kw = {"n_resamples": n_resamples, "seed": seed}
-    if pred.multilabel:
-        right = (pred.probs >= 0.5) == pred.labels.astype(bool)  # MedMNIST ACC: per label
-        acc = bootstrap_interval(lambda idx: float(right[idx].mean()), len(pred.labels), **kw)
-    else:
-        acc = bootstrap_interval(lambda idx: float(pred.correct[idx].mean()), len(pred.labels), **kw)
-    auc = bootstrap_interval(lambda idx: macro_auc(Predictions(pred.probs[idx], pred.labels[idx]), positive),
-                             len(pred.labels), **kw)
-    out = {"trial": best, **{c: row.get(c, "") for c in ("backbone", "freeze", "weights")},
-           column: float(row[column]), "n": len(pred.labels), "test_acc": acc.value, "acc_low": acc.low,
-           "acc_high": acc.high, "test_auc": auc.value, "auc_low": auc.low, "auc_high": auc.high,
-           "sensitivity": np.nan, "specificity": np.nan}
-    if pred.multilabel:
-        out["acc_no_finding"] = float((pred.labels == 0).mean())
-        columns = columns + ["acc_no_finding"]
-    elif pred.probs.shape[1] == 2:
-        m = split_metrics(pred.probs, pred.labels, "test", "binary", positive)  # at argmax, as the trainable
-        out["sensitivity"], out["specificity"] = m["test_sensitivity"], m["test_specificity"]
-    return pd.DataFrame([out], columns=columns)

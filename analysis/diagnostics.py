@@ -14,8 +14,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from analysis.load import Experiment
-from analysis.tables import curves_by_trial
+from tl.core.results import Experiment
+from tl.core.results.rows import curves_by_trial
 
 # Overfitting: val loss bottomed out at least this many epochs before the end ...
 OVERFIT_MIN_EPOCHS_SINCE_BEST = 2

@@ -19,8 +19,8 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.classification import RocCurve  # noqa: E402
-from tl.calibration import Reliability  # noqa: E402
 from analysis.importance import Importance  # noqa: E402
+from tl.core.calibration import Reliability  # noqa: E402
 
 MAX_GROUP_PANELS = 24
 STATUS_COLORS = {"COMPLETED": "tab:green", "STOPPED": "tab:orange", "ERROR": "tab:red",

@@ -15,11 +15,13 @@ from typing import Mapping, NamedTuple
 import pandas as pd
 
 from analysis.diagnostics import precedence_text, thresholds_frame
-from analysis.finalists import finalist_lines
 from analysis.formatting import format_frame, format_value, markdown_table
-from analysis.stats import CI_LEVEL
-from analysis.summary import Summary
-from tl.choice import rule_text
+from analysis.report_data import ReportData
+from tl.core.choice import rule_text
+from tl.core.finalists import finalist_lines
+from tl.core.recommend import FINALIST_ENSEMBLE
+from tl.core.results import dataset_record
+from tl.core.stats import CI_LEVEL
 
 FIGURES = {
     "curves_top": "Loss and accuracy per epoch of the top trials (train dashed, val solid)",
@@ -31,10 +33,10 @@ FIGURES = {
     "roc": "ROC curves on the test split of the best trials",
     "confusion": "Confusion matrices on the test split of the best trials",
     "duplicate_pairs": "Closest cross-split image pairs the split audit found (left: first split)",
-    "reliability": "Reliability of the chosen model on the test split, before and after temperature "
+    "reliability": "Reliability of the recommended model on the test split, before and after temperature "
                    "scaling (fitted on val); bar width grows with the images in the bin",
-    "gradcam": "Grad-CAM of the chosen model on test images (true/false positives and negatives), "
-               "made by tl.export",
+    "gradcam": "Grad-CAM of the recommended model on test images (true/false positives and negatives), "
+               "drawn by tl.export",
 }
 TOP_COLUMNS = ["trial", "experiment", "backbone", "freeze", "weights", "lr", "batch_size",
                "epochs_run", "status", "best_val_acc", "test_acc", "test_auc", "wall_time_s",
@@ -50,11 +52,11 @@ class Section(NamedTuple):
     figures: list[str]
 
 
-def top_table(summary: Summary) -> pd.DataFrame:
+def top_table(data: ReportData) -> pd.DataFrame:
     """Return the top-K rows of Table 1 with the columns worth a glance, as text."""
-    columns = [c for c in TOP_COLUMNS if c in summary.table.columns]
-    columns.insert(columns.index("best_val_acc"), summary.rank_column)
-    rows = summary.table[summary.table["trial"].isin(summary.top)]
+    columns = [c for c in TOP_COLUMNS if c in data.table.columns]
+    columns.insert(columns.index("best_val_acc"), data.rank_column)
+    rows = data.table[data.table["trial"].isin(data.top)]
     return format_frame(rows[list(dict.fromkeys(columns))])
 
 
@@ -69,16 +71,19 @@ def comparisons_table(comparisons: pd.DataFrame) -> pd.DataFrame:
     return format_frame(frame.drop(columns=["ci_low", "ci_high"]))
 
 
-def chosen_table(chosen: pd.DataFrame) -> pd.DataFrame:
-    """Return the chosen model's row as text, each statistic with its interval in one cell."""
-    frame = chosen.copy()
-    for stat, low, high in (("test_acc", "acc_low", "acc_high"), ("test_auc", "auc_low", "auc_high")):
-        frame[stat] = [f"{format_value(stat, v)} [{format_value(stat, lo)}, {format_value(stat, hi)}]"
-                       for v, lo, hi in zip(frame[stat], frame[low], frame[high])]
-    frame = frame.drop(columns=[c for c in ("acc_low", "acc_high", "auc_low", "auc_high") if c in frame])
+def figures_table(figures: pd.DataFrame) -> pd.DataFrame:
+    """Return a model's figures row as text: each test statistic with its interval in one cell."""
+    frame = figures.copy()
     level = f"{int(CI_LEVEL * 100)}% CI"
-    return format_frame(frame.dropna(axis=1, how="all")).rename(
-        columns={"test acc": f"test acc [{level}]", "test AUC": f"test AUC [{level}]"})
+    renamed = {}
+    for stat in ("test_acc", "test_auc", "test_sensitivity", "test_specificity"):
+        if stat in frame:
+            frame[stat] = [f"{format_value(stat, v)} [{format_value(stat, lo)}, {format_value(stat, hi)}]"
+                           for v, lo, hi in zip(frame[stat], frame[f"{stat}_low"], frame[f"{stat}_high"])]
+            frame = frame.drop(columns=[f"{stat}_low", f"{stat}_high"])
+            renamed[stat.replace("test_", "test ").replace("auc", "AUC")] = f"{stat.replace('test_', 'test ').replace('auc', 'AUC')} [{level}]"
+    text = format_frame(frame.drop(columns=[c for c in ("kind",) if c in frame]))
+    return text.rename(columns=renamed)
 
 
 def calibration_table(figures: pd.DataFrame) -> pd.DataFrame:
@@ -89,59 +94,66 @@ def calibration_table(figures: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"statistic": figures["statistic"], f"value [{level}]": cells, "on": figures["on"]})
 
 
-def _chosen_section(summary: Summary) -> Section:
-    title = "The chosen model"
-    if summary.chosen.empty:
-        return Section(title, ["No trial saved test predictions: nothing was tested."], [], [])
-    tables = [("", chosen_table(summary.chosen))]
-    multilabel = summary.findings is not None
-    if multilabel:
-        tables.append(("Per-finding test AUC of the chosen model", format_frame(summary.findings)))
-    paragraphs = [
-        f"The top trial of Table 1 by the rule of choice (best {summary.metric} among trials tested "
-        "at the end of their epochs): the model this search hands you, chosen on validation only. Its test accuracy and AUC carry "
-        f"{int(CI_LEVEL * 100)}% percentile bootstrap intervals (test images resampled, seeded). "
-        "Export it with python -m tl.export EXPERIMENT --out BUNDLE; score new images with "
-        "python -m tl.predict BUNDLE IMAGES... --out predictions.csv."]
-    if multilabel:
-        left_out = [f for f, n in zip(summary.findings["finding"], summary.findings["note"]) if n]
-        no_finding = summary.chosen["acc_no_finding"].iloc[0] if "acc_no_finding" in summary.chosen else float("nan")
+def _recommended_section(data: ReportData) -> Section:
+    """The first screen: the model tl.export ships, its expected test figures, the runner-up, the
+    warnings that matter and the commands that use it."""
+    title = "Recommended model"
+    rec = data.recommended
+    if rec is None:
+        return Section(title, ["No trial ran all its epochs and saved test predictions: there is no model to "
+                               "recommend. Give trials more epochs, or ASHA a longer grace period."], [], [])
+    r = rec.recommendation
+    why = ("The finalist stage's winner: the recipe with the best mean val figure over its seeds, re-trained "
+           f"with {len(r.trials)} seeds; the model averages their probabilities."
+           if r.kind == FINALIST_ENSEMBLE else
+           "The search's top tested trial by the rule of choice (validation only).")
+    paragraphs = [rec.lines[0].removeprefix("recommended model: ") + ".", why,
+                  *[line.strip() for line in rec.lines[1:]]]
+    paragraphs += [f"Warning: {w}" for w in data.warnings]
+    paragraphs.append(f"Use it: python -m tl.export {data.paths[0]} --out BUNDLE (writes this model, calibrated on "
+                      "val), then python -m tl.predict BUNDLE IMAGES... --out predictions.csv.")
+    tables = [("", figures_table(rec.figures))]
+    if rec.findings is not None:
+        left_out = [f for f, n in zip(rec.findings["finding"], rec.findings["note"]) if n]
+        no_finding = rec.figures["acc_no_finding"].iloc[0]
         paragraphs.append(
             "Multilabel: test AUC is the mean AUC over findings"
             + (f"; left out of the mean (no positive or no negative in test): {', '.join(left_out)}" if left_out else "")
             + ". test acc is MedMNIST's ACC (every finding at 0.5). It is close to what predicting \"no finding\" "
-            f"everywhere gets ({no_finding:.3f} here, column acc no finding), so read the AUCs, not ACC. "
-            "No temperature or threshold is fitted: one softmax temperature does not apply to independent "
-            "sigmoids, and val has too few positives per finding to fit one per finding.")
-    figures = []
-    if summary.ensemble is not None and len(summary.ensemble):
-        tables.append(("Top-k ensemble (mean probability; tl.export --ensemble K)", chosen_table(summary.ensemble)))
-    cal = summary.calibration
-    if cal is None:
-        if not multilabel:  # multilabel: the paragraph above says why there is none
-            paragraphs.append("No calibration or operating point: the chosen trial saved no val_predictions.npz "
-                              "(searches from before val predictions were saved). Re-run the search to get them.")
+            f"everywhere gets ({no_finding:.3f} here, column acc no finding), so read the AUCs, not ACC.")
+        tables.append(("Per-finding test AUC of the recommended model", format_frame(rec.findings)))
+    return Section(title, paragraphs, tables, [])
+
+
+def _calibration_section(data: ReportData) -> Section:
+    """Calibration, operating point and Grad-CAM of the recommended model (the same one tl.export ships)."""
+    title = "Calibration, operating point and Grad-CAM of the recommended model"
+    rec = data.recommended
+    if rec is None:
+        return Section(title, ["No recommended model."], [], [])
+    paragraphs, tables, figures = [], [], []
+    if rec.calibration is None:
+        paragraphs.append(rec.calibration_note)
     else:
         paragraphs.append(
-            "Calibration and operating point: the temperature and the threshold are fitted on the "
-            "trial's val predictions only, then measured on test (the same numbers tl.export writes "
-            "into the bundle). ECE is the image-weighted mean gap between confidence and accuracy "
-            "over 15 equal-width confidence bins.")
-        tables.append(("Calibration and operating point", calibration_table(cal.figures)))
+            "The temperature and the threshold are fitted on the model's val predictions only (a seed ensemble: "
+            "their mean), then measured on test: the same numbers tl.export writes into the bundle. ECE is the "
+            "image-weighted mean gap between confidence and accuracy over 15 equal-width confidence bins.")
+        tables.append(("", calibration_table(rec.calibration.figures)))
         figures.append("reliability")
-        if cal.gradcam is not None:
-            figures.append("gradcam")
-        else:
-            paragraphs.append("No Grad-CAM grid yet: python -m tl.export writes one into this experiment.")
-    if summary.finalists is not None:  # the search's single pick is not the last word then
-        paragraphs.append("This search also re-trained its best recipes over seeds: the recipe "
-                          "to trust is the winner in Finalists, below.")
+    if rec.gradcam is not None:
+        figures.append("gradcam")
+    else:
+        paragraphs.append(rec.gradcam_note)
+    if data.top_k is not None and len(data.top_k):
+        tables.append((f"For comparison: the top {data.top_k['trials'].iloc[0].count(',') + 1} search trials as "
+                       "one ensemble (mean probability; tl.export --ensemble K)", figures_table(data.top_k)))
     return Section(title, paragraphs, tables, figures)
 
 
-def _finalists_section(summary: Summary) -> Section:
+def _finalists_section(data: ReportData) -> Section:
     """The finalist stage: protocol, the printed lines of tl.search, per-recipe and ensemble tables."""
-    fin = summary.finalists
+    fin = data.finalists
     tables = [("Per recipe, winner first (val and test over the seeds that ran all their epochs)",
                format_frame(fin.recipes.drop(columns="trials")))]
     if len(fin.ensemble):
@@ -151,29 +163,30 @@ def _finalists_section(summary: Summary) -> Section:
     return Section("Finalists", [fin.protocol, *lines, *[f"Note: {n}" for n in fin.notes]], tables, [])
 
 
-def _overview(summary: Summary) -> Section:
-    exp = summary.experiment
+def _overview(data: ReportData) -> Section:
+    exp = data.experiment
     meta = exp.meta
-    dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    dataset = dataset_record(meta)
     counts = exp.trials["status"].value_counts()
+    sizes = dataset.get("split_sizes")
+    sizes = (", ".join(f"{s} {int(n):,}" for s, n in sizes.items()) if isinstance(sizes, dict) else "unknown")
     paragraphs = [
         "Experiments: " + ", ".join(
             f"{name} ({Path(trial_dir).parent})" for name, trial_dir in
             exp.trials.groupby("experiment", sort=False)["trial_dir"].first().items()) + ".",
         f"Dataset: {dataset.get('name', 'unknown')}, task {dataset.get('task', 'unknown')}, "
-        f"classes {', '.join(summary.class_names) or 'unknown'}, split sizes "
-        f"{dataset.get('split_sizes', 'unknown')}"
+        f"classes {', '.join(data.class_names) or 'unknown'}; split sizes {sizes}"
         + (f", test split fingerprint {dataset['test_fingerprint']} (paired comparisons need equal ones)"
            if dataset.get("test_fingerprint") else "") + ".",
         f"{len(exp.trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
-        f"Rule of choice (the one tl.search prints its trial by): {rule_text(summary.metric, summary.mode)}. "
+        f"Rule of choice (the one tl.search prints its trial by): {rule_text(data.metric, data.mode)}. "
         "The trainable tests the best-by-val weights, so that is the model the test figures "
         "describe. Test metrics never rank or select anything.",
     ]
     repeat = repeatability_text(meta)
     if repeat:
         paragraphs.append(repeat)
-    paragraphs += [f"Note: {n}" for n in summary.notes]
+    paragraphs += [f"Note: {n}" for n in data.notes]
     return Section("Overview", paragraphs, [], [])
 
 
@@ -193,9 +206,9 @@ def repeatability_text(meta: dict) -> str:
             "tl.search --repeatable runs one trial at a time and repeats them.")
 
 
-def _audit_section(summary: Summary) -> Section:
+def _audit_section(data: ReportData) -> Section:
     title = "Split audit"
-    if not summary.audits:
+    if not data.audits:
         return Section(title, ["No split audit recorded (the search predates it)."], [], [])
     paragraphs = [
         "Before Ray started, the search compared the splits every trial saw: exact duplicates are "
@@ -203,10 +216,10 @@ def _audit_section(summary: Summary) -> Section:
         "perceptual hashes within the threshold, which survives re-encoding and slight resizing; "
         "groups in both counts patients (groups) found in two splits, unknown without a grouping. "
         "A duplicate or shared patient across train and val inflates val; across train and test, "
-        "test.", *[f"{a.experiment}: {a.method}." for a in summary.audits]]
-    paragraphs += [f"{a.experiment}: {a.grouping}." for a in summary.audits if a.grouping]
-    paragraphs += [f"Warning ({a.experiment}): {a.warning}" for a in summary.audits if a.warning]
-    counts = pd.concat([a.counts for a in summary.audits], ignore_index=True)
+        "test.", *[f"{a.experiment}: {a.method}." for a in data.audits]]
+    paragraphs += [f"{a.experiment}: {a.grouping}." for a in data.audits if a.grouping]
+    paragraphs += [f"Warning ({a.experiment}): {a.warning}" for a in data.audits if a.warning]
+    counts = pd.concat([a.counts for a in data.audits], ignore_index=True)
     if counts["experiment"].nunique() == 1:
         counts = counts.drop(columns="experiment")
     return Section(title, paragraphs, [("", format_frame(counts))], ["duplicate_pairs"])
@@ -233,31 +246,32 @@ def _comparisons_section(comparisons: pd.DataFrame, multilabel: bool = False) ->
         [("", comparisons_table(comparisons))], [])
 
 
-def report_sections(summary: Summary) -> list[Section]:
+def report_sections(data: ReportData) -> list[Section]:
     """Return the sections of the report in reading order."""
-    table1 = summary.table.drop(columns=["error"] if not summary.table["error"].astype(bool).any()
+    table1 = data.table.drop(columns=["error"] if not data.table["error"].astype(bool).any()
                                 else [])
-    diag_columns = [c for c in summary.diagnostics.columns if c != "status"]
-    seeds = ([("", format_frame(summary.seeds))] if len(summary.seeds) else [])
-    importance = summary.importance
+    diag_columns = [c for c in data.diagnostics.columns if c != "status"]
+    seeds = ([("", format_frame(data.seeds))] if len(data.seeds) else [])
+    importance = data.importance
     imp_text = (f"{importance.method}. Computed on {importance.n_trials} completed trials, "
-                f"target = final {summary.metric}; ASHA-stopped trials are left out (their final "
+                f"target = final {data.metric}; ASHA-stopped trials are left out (their final "
                 "value reflects a smaller budget)." if not importance.note else importance.note)
-    finalists = [_finalists_section(summary)] if summary.finalists is not None else []
+    finalists = [_finalists_section(data)] if data.finalists is not None else []
     return [
-        _overview(summary),
-        _audit_section(summary),
-        _chosen_section(summary),
+        _recommended_section(data),
+        _calibration_section(data),
         *finalists,
-        Section(f"Top {len(summary.top)} trials", [], [("", top_table(summary))], ["curves_top"]),
+        _overview(data),
+        _audit_section(data),
+        Section(f"Top {len(data.top)} trials", [], [("", top_table(data))], ["curves_top"]),
         Section("Table 1: every trial", [
             "best val loss epoch is k/N: the epoch of the lowest val loss out of N epochs run. "
             "acc / s is test acc (else best val acc) per second of wall time."],
             [("", format_frame(table1))], []),
-        Section(f"Table 2: best trial per {' x '.join(summary.group_by)}",
-                [f"Best trial of each group by its best {summary.metric} (validation only)."],
-                [("", format_frame(summary.groups))], ["curves_groups"]),
-        _comparisons_section(summary.comparisons, summary.findings is not None),
+        Section(f"Table 2: best trial per {' x '.join(data.group_by)}",
+                [f"Best trial of each group by its best {data.metric} (validation only)."],
+                [("", format_frame(data.groups))], ["curves_groups"]),
+        _comparisons_section(data.comparisons, data.task == "multilabel"),
         Section("Repeated seeds", [] if seeds else
                 ["No configuration was run with more than one seed."], seeds, []),
         Section("Overfitting diagnostics", [
@@ -267,13 +281,13 @@ def report_sections(summary: Summary) -> list[Section]:
             "this dataset (majority-class rate of the test labels + margin, at least the "
             "absolute floor).", precedence_text()],
                 [("Thresholds", format_frame(thresholds_frame())),
-                 ("Per trial", format_frame(summary.diagnostics[diag_columns]))], []),
+                 ("Per trial", format_frame(data.diagnostics[diag_columns]))], []),
         Section("Hyperparameter importance", [imp_text],
                 [("", format_frame(importance.frame))] if len(importance.frame) else [],
                 ["importance"]),
         Section("Time and budget", [], [], ["accuracy_vs_time", "epochs_run"]),
         Section("Best trials on the test split",
-                [f"Trials: {', '.join(summary.roc) or 'none with saved test predictions'}."],
+                [f"Trials: {', '.join(data.roc) or 'none with saved test predictions'}."],
                 [], ["roc", "confusion"]),
     ]
 

@@ -21,14 +21,15 @@ import pandas as pd
 
 from analysis import plots
 from analysis.errors import AnalysisError
-from analysis.experiments import newest_experiment
-from analysis.finalists import finalist_lines
 from analysis.formatting import format_frame
 from analysis.report import (
-    calibration_table, chosen_table, comparisons_table, render_html, render_markdown, report_sections, top_table,
+    calibration_table, comparisons_table, figures_table, render_html, render_markdown, report_sections, top_table,
 )
-from analysis.summary import Summary, build_summary
+from analysis.report_data import ReportData, build_report_data
 from analysis.tables import GROUP_COLUMNS, epochs_run_counts
+from tl.core.errors import TLError
+from tl.core.finalists import finalist_lines
+from tl.core.results import newest_experiment
 
 DEFAULT_RESULTS = Path("results")
 OUT_SUBDIR = "summary"
@@ -53,39 +54,40 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--top", type=int, default=5,
                        help="number of best trials to plot and print (default: %(default)s)")
     group.add_argument("--ensemble", type=int, default=3, metavar="K",
-                       help="the chosen-model section's top-K ensemble row (default: %(default)s; 1: none)")
+                       help="a top-K search trials ensemble row beside the recommended model (default: %(default)s; 1: none)")
     group.add_argument("--target-sensitivity", type=float, default=0.95,
                        help="binary tasks: val sensitivity the operating threshold must reach "
                             "(default: %(default)s)")
     return parser
 
 
-def draw_figures(summary: Summary) -> dict[str, bytes]:
+def draw_figures(data: ReportData) -> dict[str, bytes]:
     """Return every figure of the report as PNG bytes, keyed by figure name."""
-    exp, table = summary.experiment, summary.table
+    exp, table = data.experiment, data.table
     labels = {t: f"{t} {b}" for t, b in zip(table["trial"], table.get("backbone", table["trial"]))}
     figures = {
-        "curves_top": plots.plot_curves(exp.frame, summary.top, labels,
-                                        f"top {len(summary.top)} trials by best {summary.metric}"),
-        "curves_groups": plots.plot_group_curves(exp.frame, summary.group_trials),
-        "accuracy_vs_time": plots.plot_accuracy_vs_time(table, summary.rank_column),
+        "curves_top": plots.plot_curves(exp.frame, data.top, labels,
+                                        f"top {len(data.top)} trials by best {data.metric}"),
+        "curves_groups": plots.plot_group_curves(exp.frame, data.group_trials),
+        "accuracy_vs_time": plots.plot_accuracy_vs_time(table, data.rank_column),
         # One bar per trial stays readable up to MAX_TRIAL_BARS trials; beyond, count them.
         "epochs_run": plots.plot_epochs_run(table) if len(table) <= MAX_TRIAL_BARS
         else plots.plot_epochs_run_counts(epochs_run_counts(table)),
     }
-    if len(summary.importance.frame):
-        figures["importance"] = plots.plot_importance(summary.importance)
-    if any(len(a.pairs.get("thumb_a", [])) for a in summary.audits):
-        figures["duplicate_pairs"] = plots.plot_duplicate_pairs(summary.audits)
-    if summary.roc:
-        figures["roc"] = plots.plot_roc(summary.roc)
-    if summary.confusion:
-        figures["confusion"] = plots.plot_confusion(summary.confusion, summary.class_names)
-    if summary.calibration is not None:
-        figures["reliability"] = plots.plot_reliability(summary.calibration.before, summary.calibration.after)
+    if len(data.importance.frame):
+        figures["importance"] = plots.plot_importance(data.importance)
+    if any(len(a.pairs.get("thumb_a", [])) for a in data.audits):
+        figures["duplicate_pairs"] = plots.plot_duplicate_pairs(data.audits)
+    if data.roc:
+        figures["roc"] = plots.plot_roc(data.roc)
+    if data.confusion:
+        figures["confusion"] = plots.plot_confusion(data.confusion, data.class_names)
+    rec = data.recommended
+    if rec is not None and rec.calibration is not None:
+        figures["reliability"] = plots.plot_reliability(rec.calibration.before, rec.calibration.after)
     images = {}
-    if summary.calibration is not None and summary.calibration.gradcam is not None:
-        images["gradcam"] = summary.calibration.gradcam.read_bytes()  # drawn by tl.export, with the model
+    if rec is not None and rec.gradcam is not None:
+        images["gradcam"] = rec.gradcam.read_bytes()  # drawn by tl.export, of this very model
     for name, fig in figures.items():
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
@@ -93,30 +95,32 @@ def draw_figures(summary: Summary) -> dict[str, bytes]:
     return images
 
 
-def _write_frames(summary: Summary, out: Path) -> list[Path]:
-    frames = {"summary": summary.experiment.frame, "trials": summary.table,
-              "groups": summary.groups, "comparisons": summary.comparisons, "chosen": summary.chosen,
-              "diagnostics": summary.diagnostics}
-    if len(summary.seeds):
-        frames["seeds"] = summary.seeds
-    if summary.finalists is not None:  # per recipe (winner first), per finalist trial, the ensemble
-        frames.update(finalists=summary.finalists.recipes, finalist_trials=summary.finalists.runs,
-                      finalist_ensemble=summary.finalists.ensemble)
-    if summary.audits:
-        frames["split_audit"] = pd.concat([a.counts for a in summary.audits], ignore_index=True)
+def _write_frames(data: ReportData, out: Path) -> list[Path]:
+    frames = {"summary": data.experiment.frame, "trials": data.table,
+              "groups": data.groups, "comparisons": data.comparisons,
+              "diagnostics": data.diagnostics}
+    if data.recommended is not None:  # the model tl.export ships, its test figures with intervals
+        frames["chosen"] = data.recommended.figures
+    if len(data.seeds):
+        frames["seeds"] = data.seeds
+    if data.finalists is not None:  # per recipe (winner first), per finalist trial, the ensemble
+        frames.update(finalists=data.finalists.recipes, finalist_trials=data.finalists.runs,
+                      finalist_ensemble=data.finalists.ensemble)
+    if data.audits:
+        frames["split_audit"] = pd.concat([a.counts for a in data.audits], ignore_index=True)
     written = []
     for name, frame in frames.items():
         frame.to_csv(out / f"{name}.csv", index=False)
         written.append(out / f"{name}.csv")
     try:
-        summary.experiment.frame.to_parquet(out / "summary.parquet", index=False)
+        data.experiment.frame.to_parquet(out / "summary.parquet", index=False)
         written.append(out / "summary.parquet")
     except (ImportError, ValueError, TypeError) as exc:
-        summary.notes.append(f"summary.parquet not written ({type(exc).__name__}: {exc})")
+        data.notes.append(f"summary.parquet not written ({type(exc).__name__}: {exc})")
     return written
 
 
-def write_outputs(summary: Summary, out: Path) -> list[Path]:
+def write_outputs(data: ReportData, out: Path) -> list[Path]:
     """Write CSVs (and parquet), PNGs, summary.md and report.html into ``out``; return the paths.
 
     Raises:
@@ -124,14 +128,14 @@ def write_outputs(summary: Summary, out: Path) -> list[Path]:
     """
     try:
         out.mkdir(parents=True, exist_ok=True)
-        written = _write_frames(summary, out)
-        images = draw_figures(summary)
-        for name, data in images.items():
-            (out / f"{name}.png").write_bytes(data)
+        written = _write_frames(data, out)
+        images = draw_figures(data)
+        for name, png in images.items():
+            (out / f"{name}.png").write_bytes(png)
             written.append(out / f"{name}.png")
-        sections = report_sections(summary)
+        sections = report_sections(data)
         title = "Transfer-learning search: " + ", ".join(
-            summary.experiment.trials["experiment"].unique())
+            data.experiment.trials["experiment"].unique())
         (out / "summary.md").write_text(
             render_markdown(sections, {n: f"{n}.png" for n in images}, title), encoding="utf-8")
         (out / "report.html").write_text(render_html(sections, images, title), encoding="utf-8")
@@ -140,45 +144,49 @@ def write_outputs(summary: Summary, out: Path) -> list[Path]:
     return written + [out / "summary.md", out / "report.html"]
 
 
-def print_summary(summary: Summary, written: Sequence[Path]) -> None:
+def print_summary(data: ReportData, written: Sequence[Path]) -> None:
     """Print the top-K trials, the paired comparisons and the written paths."""
     with pd.option_context("display.width", 200, "display.max_columns", None,
                            "display.max_colwidth", 40):
-        print(f"Top {len(summary.top)} trials by best {summary.metric} ({summary.mode}):")
-        print(top_table(summary).to_string(index=False))
-        if len(summary.chosen):
-            print("\nChosen on val (test acc and AUC with 95% bootstrap intervals):")
-            print(chosen_table(summary.chosen).to_string(index=False))
-            if summary.ensemble is not None and len(summary.ensemble):
-                print(chosen_table(summary.ensemble).to_string(index=False))
-            if summary.findings is not None:
-                print("\nPer-finding test AUC of the chosen model (a finding without a positive or a negative "
+        print(f"Top {len(data.top)} trials by best {data.metric} ({data.mode}):")
+        print(top_table(data).to_string(index=False))
+        rec = data.recommended
+        if rec is not None:
+            print()
+            print("\n".join(rec.lines))
+            for warning in data.warnings:
+                print(f"warning: {warning}")
+            print(figures_table(rec.figures).to_string(index=False))
+            if data.top_k is not None and len(data.top_k):
+                print(figures_table(data.top_k).to_string(index=False))
+            if rec.findings is not None:
+                print("\nPer-finding test AUC of the recommended model (a finding without a positive or a negative "
                       "in test is left out of the mean):")
-                print(format_frame(summary.findings).to_string(index=False))
+                print(format_frame(rec.findings).to_string(index=False))
                 print("MedMNIST's ACC (every finding at 0.5) is close to that of predicting \"no finding\" "
                       "everywhere (acc no finding): read the AUCs.")
-            if summary.calibration is not None:
+            if rec.calibration is not None:
                 print("\nCalibration (fitted on val, measured on test):")
-                print(calibration_table(summary.calibration.figures).to_string(index=False))
-        if len(summary.comparisons):
+                print(calibration_table(rec.calibration.figures).to_string(index=False))
+        if len(data.comparisons):
             print("\nPaired comparisons (test accuracy, A - B with 95% CI, McNemar exact p; multilabel: "
                   "mean AUC, no McNemar):")
-            shown = comparisons_table(summary.comparisons).drop(columns=["trial A", "trial B"])
+            shown = comparisons_table(data.comparisons).drop(columns=["trial A", "trial B"])
             print(shown.to_string(index=False))
         print("\nBest per group:")
-        print(format_frame(summary.groups).to_string(index=False))
-        if len(summary.seeds):
+        print(format_frame(data.groups).to_string(index=False))
+        if len(data.seeds):
             print("\nRepeated seeds (test accuracy mean and sample std):")
-            print(format_frame(summary.seeds).to_string(index=False))
-    if summary.finalists is not None:
-        print(f"\n{summary.finalists.protocol}")
-        print("\n".join(finalist_lines(summary.finalists)))
-    for audit in summary.audits:
+            print(format_frame(data.seeds).to_string(index=False))
+    if data.finalists is not None:
+        print(f"\n{data.finalists.protocol}")
+        print("\n".join(finalist_lines(data.finalists)))
+    for audit in data.audits:
         print(f"\nSplit audit of {audit.experiment} ({audit.method}):")
         print(format_frame(audit.counts.drop(columns="experiment")).to_string(index=False))
         if audit.warning:
             print(f"warning: {audit.warning}")
-    importance = summary.importance
+    importance = data.importance
     print(f"\nHyperparameter importance: {importance.note or importance.method}")
     if len(importance.frame):
         print("  " + ", ".join(f"{p} {v:.2f}" for p, v in importance.frame.itertuples(index=False)))
@@ -199,11 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise AnalysisError("--group-by needs at least one column")
         if not 0 < args.target_sensitivity <= 1:
             raise AnalysisError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
-        summary = build_summary(paths, group_by=group_by, top=args.top, ensemble=args.ensemble,
-                                target_sensitivity=args.target_sensitivity)
+        data = build_report_data(paths, group_by=group_by, top=args.top, ensemble=args.ensemble,
+                                 target_sensitivity=args.target_sensitivity)
         out = args.out or Path(paths[0]) / OUT_SUBDIR
-        written = write_outputs(summary, out)
-    except AnalysisError as exc:
+        written = write_outputs(data, out)
+    except TLError as exc:  # AnalysisError is one, and so is the core's
         print(f"error: {exc}", file=sys.stderr)
         return BAD_INPUT
     except Exception as exc:  # a bug, not bad input: still one line; TL_DEBUG=1 shows the traceback
@@ -216,9 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unexpected {type(exc).__name__}{at}: {str(exc).splitlines()[0] if str(exc) else ''} "
               "(a bug; rerun with TL_DEBUG=1 for the traceback and report it)", file=sys.stderr)
         return 1
-    for note in summary.notes:
+    for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
-    print_summary(summary, written)
+    print_summary(data, written)
     return 0
 
 

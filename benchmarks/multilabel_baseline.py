@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from analysis.classification import macro_auc
-from analysis.load import Predictions
-from analysis.stats import bootstrap_interval
-from analysis.summary import build_summary
+from tl.core.results import Predictions
+from tl.core.stats import bootstrap_interval
+from analysis.report_data import build_report_data
 from tl.data import load_dataset
-from tl.finalists import RECIPE_KEY
-from tl.metrics import findings_left_out
+from tl.core.finalists import RECIPE_KEY
+from tl.core.metrics import findings_left_out
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 
@@ -53,7 +53,7 @@ def logistic_regression_probs(arrays, c_grid=C_GRID, seed: int = 0) -> tuple[np.
 
 
 def compare(experiment: Path, data_dir: str | None, n_resamples: int = 2000, seed: int = 0) -> dict:
-    summary = build_summary([experiment], n_resamples=200)  # the val-chosen trial, and the finalists if any
+    summary = build_report_data([experiment], n_resamples=200)  # the val-chosen trial, and the finalists if any
     if summary.chosen.empty:
         raise SystemExit(f"{experiment}: no tested trial with test predictions")
     trial = str(summary.chosen["trial"].iloc[0])

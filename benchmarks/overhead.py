@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-from analysis.experiments import trial_dirs
-from analysis.load import read_result_rows
+from tl.core.results import trial_dirs
+from tl.core.results import read_result_rows
 from benchmarks.common import device_description, write_json
 
 OVERHEAD_TARGET_S = 15.0

@@ -45,8 +45,8 @@ def test_export_takes_the_trial_the_rule_of_choice_picks(setup: dict):
     meta = json.loads((setup["bundle"] / "model.json").read_text())
     tested = {t: m["val_acc"] for t, m in setup["metrics"].items()}
     from tl.core.choice import rank_trials
-    from analysis.load import load_experiments
-    from analysis.tables import trial_table
+    from tl.core.results import load_experiments
+    from tl.core.results import trial_table
 
     table = rank_trials(trial_table(load_experiments([setup["exp"]])), "best_val_acc", "max")
     assert meta["provenance"]["trials"] == [table["trial"].iloc[0]], "the top of Table 1 (tested trials first)"

@@ -10,7 +10,9 @@ import pytest
 
 from tl.core.choice import rank_recipes
 from tl.core.errors import TLError
-from tl.core.finalists import finalist_configs, finalist_seeds, parse_count, recipe_summary, seed_ensemble
+from tl.core.errors import TLError
+from tl.core.finalists import finalist_configs, finalist_seeds, parse_count, recipe_summary
+from tl.core.results import Predictions, mean_predictions
 
 
 @pytest.mark.parametrize("raw", ["0", "-2", "1.5", "abc", "", True, 0, 2.0])
@@ -72,15 +74,16 @@ def test_seed_ensemble_averages_probabilities_of_one_test_split():
     labels = np.array([0, 1, 1])
     a = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
     b = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]])
-    probs, shared = seed_ensemble([a, b], [labels, labels], ["f1", "f1"])
-    assert np.allclose(probs, [[0.8, 0.2], [0.4, 0.6], [0.4, 0.6]]) and (shared == labels).all()
-    assert (probs.argmax(1) == labels).mean() == 1.0, "the ensemble is right where each seed was right once"
-    with pytest.raises(ValueError, match="fingerprints differ"):
-        seed_ensemble([a, b], [labels, labels], ["f1", "f2"])
-    with pytest.raises(ValueError, match="labels differ"):
-        seed_ensemble([a, b], [labels, labels[::-1]], ["", ""])
-    with pytest.raises(ValueError, match="no finalist seed"):
-        seed_ensemble([], [], [])
+    mean = mean_predictions([Predictions(a, labels, "f1"), Predictions(b, labels, "f1")])
+    assert np.allclose(mean.probs, [[0.8, 0.2], [0.4, 0.6], [0.4, 0.6]]) and (mean.labels == labels).all()
+    assert mean.fingerprint == "f1"
+    assert (mean.probs.argmax(1) == labels).mean() == 1.0, "the ensemble is right where each seed was right once"
+    with pytest.raises(TLError, match="fingerprints differ"):
+        mean_predictions([Predictions(a, labels, "f1"), Predictions(b, labels, "f2")])
+    with pytest.raises(TLError, match="labels differ"):
+        mean_predictions([Predictions(a, labels), Predictions(b, labels[::-1])])
+    with pytest.raises(TLError, match="no saved predictions"):
+        mean_predictions([])
 
 
 def test_more_finalists_than_tested_trials_takes_those_there_are_and_says_so():

@@ -1,6 +1,7 @@
 """``--mlflow``: every trial becomes an MLflow run (Ray's MLflowLoggerCallback); read back with MLflow's client."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -8,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.experiments import trial_dirs
-from analysis.load import read_params, read_result_rows
+from tl.core.results import read_params, read_result_rows, trial_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,8 +62,22 @@ def test_each_trial_is_an_mlflow_run_with_params_and_epoch_metrics(tmp_path, dat
 
     chosen = [r for r in runs.values() if r.data.tags.get("tl.chosen") == "true"]
     assert len(chosen) == 1, "exactly one run tagged as the chosen trial"
+    chosen_id = chosen[0].info.run_name.rsplit("_", 1)[-1]
     printed = proc.stdout.split("trial folder: ")[1].splitlines()[0]
-    assert Path(printed).name.startswith(chosen[0].info.run_name.rsplit("_", 1)[-1]), "tagged run is not the printed trial"
+    assert Path(printed).name.startswith(chosen_id), "tagged run is not the printed trial"
+    assert f"recommended model: trial {chosen_id} (single pick)" in proc.stdout, proc.stdout[-1500:]
+    # Without finalists the report and tl.export describe that same single trial (issue 20).
+    from analysis.summarize import main as summarize_main
+    from tl.export import main as export_main
+
+    assert summarize_main([str(tmp_path / "tracked"), "--out", str(tmp_path / "report")]) == 0
+    import pandas as pd
+
+    assert pd.read_csv(tmp_path / "report" / "chosen.csv", dtype=str)["trials"].tolist() == [chosen_id]
+    assert export_main([str(tmp_path / "tracked"), "--out", str(tmp_path / "bundle"), "--data-dir", str(data_dir),
+                        "--gradcam", "0"]) == 0
+    exported = json.loads((tmp_path / "bundle" / "model.json").read_text())["provenance"]["trials"]
+    assert exported == [chosen_id], exported
     files = {a.path for a in client.list_artifacts(chosen[0].info.run_id)}
     assert {"params.json", "result.json", "test_predictions.npz"} <= files, files
     artifacts = Path(chosen[0].info.artifact_uri.removeprefix("file://"))

@@ -90,23 +90,24 @@ def test_export_and_predict_a_multilabel_bundle(experiment, tmp_path):
 
 def test_summary_reports_mean_auc_per_finding_and_no_mcnemar(experiment, tmp_path):
     from analysis.summarize import write_outputs
-    from analysis.summary import build_summary
+    from analysis.report_data import build_report_data
 
-    summary = build_summary([experiment["exp"]], n_resamples=200)
-    chosen = summary.chosen.iloc[0]
-    assert chosen["trial"] == "00000000", summary.chosen
+    summary = build_report_data([experiment["exp"]], n_resamples=200)
+    rec = summary.recommended
+    chosen = rec.figures.iloc[0]
+    assert rec.recommendation.trials == ("00000000",), chosen
     assert abs(chosen["test_auc"] - experiment["last"]["00000000"]["test_auc"]) < 1e-9, "one AUC, two places"
     assert 0 < chosen["acc_no_finding"] < 1 and chosen["test_acc"] >= chosen["acc_no_finding"] - 0.2
-    rare = summary.findings.set_index("finding").loc["rare"]
-    assert np.isnan(rare["auc"]) and "left out" in rare["note"], summary.findings
-    assert summary.calibration is None and summary.confusion == {}
+    rare = rec.findings.set_index("finding").loc["rare"]
+    assert np.isnan(rare["auc"]) and "left out" in rare["note"], rec.findings
+    assert rec.calibration is None and summary.confusion == {}
     diag = summary.diagnostics.set_index("trial").loc["00000000"]
     best_val_auc = summary.table.set_index("trial").loc["00000000", "best_val_auc"]
     assert np.isclose(diag["val_test_gap"], best_val_auc - chosen["test_auc"]), "diagnostics watch mean AUC"
     assert len(summary.roc) == 1 and len(next(iter(summary.roc.values()))) == 3, "one ROC per finding"
     probs = np.mean([np.load(d / "test_predictions.npz")["probs"] for d in sorted(experiment["exp"].glob("0000000*"))], 0)
     labels = np.load(next(experiment["exp"].glob("00000000_*")) / "test_predictions.npz")["labels"]
-    ensemble_acc = summary.ensemble["test_acc"].iloc[0]
+    ensemble_acc = summary.top_k["test_acc"].iloc[0]
     assert abs(ensemble_acc - ((probs >= 0.5) == labels.astype(bool)).mean()) < 1e-9, "ensemble ACC: per label"
     written = write_outputs(summary, tmp_path / "out")
     report = (tmp_path / "out" / "summary.md").read_text()
@@ -116,7 +117,7 @@ def test_summary_reports_mean_auc_per_finding_and_no_mcnemar(experiment, tmp_pat
 
 def test_paired_comparison_of_multilabel_trials_is_a_mean_auc_bootstrap():
     from analysis.comparisons import MCNEMAR_NOT_APPLICABLE, compare_trials
-    from analysis.load import Predictions
+    from tl.core.results import Predictions
 
     labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]] * 5)
     good = Predictions(labels * 0.8 + 0.1, labels)
@@ -127,8 +128,8 @@ def test_paired_comparison_of_multilabel_trials_is_a_mean_auc_bootstrap():
 
 
 def test_finalist_seed_ensemble_figures_use_the_mean_auc_for_multilabel():
-    from analysis.finalists import ensemble_figures
-    from analysis.load import Predictions
+    from tl.core.finalists import ensemble_figures
+    from tl.core.results import Predictions
 
     labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]] * 5)
     probs = np.where(labels == 1, 0.7, 0.2)

@@ -1,6 +1,7 @@
 """End to end: ``python -m tl.search search_spaces/smoke.py`` on real PneumoniaMNIST, then the report."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -8,13 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from analysis.experiments import trial_dirs
-from analysis.load import read_params, read_result_rows
+from tl.core.results import read_params, read_result_rows, trial_dirs
 
 pytestmark = pytest.mark.slow  # each test runs a Ray search
 
@@ -158,9 +159,9 @@ def test_summarize_reads_the_real_smoke_experiment(smoke_experiment, tmp_path):
     assert len(frame) == epochs_reported, "summary.csv must hold one row per trial and epoch"
     printed = (smoke_experiment.parent / "search_stdout.txt").read_text()
     folder = Path(printed.split("trial folder: ")[1].splitlines()[0]).name
-    chosen = pd.read_csv(out / "chosen.csv", dtype={"trial": str})
-    assert folder.startswith(chosen["trial"].iloc[0] + "_"), \
-        f"search printed {folder}, the report chose {chosen['trial'].iloc[0]}"
+    chosen = pd.read_csv(out / "chosen.csv", dtype={"trials": str})
+    assert folder.startswith(chosen["trials"].iloc[0] + "_"), \
+        f"search printed {folder}, the report recommends {chosen['trials'].iloc[0]}"
 
 
 def test_resume_of_a_finished_search_keeps_its_trials(smoke_experiment, data_dir):
@@ -182,7 +183,8 @@ def grid_experiment(tmp_path_factory, data_dir) -> Path:
     """A 2-trial grid whose trials both run all 2 epochs (so both can be finalists), then its
     finalist stage: the 2 recipes re-trained over 2 new seeds."""
     storage = tmp_path_factory.mktemp("grid")
-    proc = _run([*GRID_ARGS, "--data-dir", str(data_dir), "--storage", str(storage), "--name", "grid"])
+    proc = _run([*GRID_ARGS, "--data-dir", str(data_dir), "--storage", str(storage), "--name", "grid",
+                 "--mlflow", str(storage / "mlruns")])
     assert proc.returncode == 0, f"grid search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     (storage / "search_stdout.txt").write_text(proc.stdout)
     (storage / "search_stderr.txt").write_text(proc.stderr)
@@ -206,12 +208,19 @@ def test_grid_sampler_runs_every_combination_once(grid_experiment):
     assert json.loads((grid_experiment / "tl_search.json").read_text())["args"]["repeatable"] is True
 
 
-def test_search_records_split_audit_and_test_fingerprint(smoke_experiment):
+def test_search_records_split_audit_and_test_fingerprint(smoke_experiment, data_dir):
     """Issue 12: the audit ran before Ray (PneumoniaMNIST: 10 exact train/val pairs, measured),
     and every saved prediction carries the test split's fingerprint from tl_search.json."""
     meta = json.loads((smoke_experiment / "tl_search.json").read_text())
     audit = meta["split_audit"]
-    assert audit["exact_duplicates"] == {"train|val": 10, "train|test": 0, "val|test": 0}, audit
+    # Expected from the file itself: pairs of byte-identical images across two splits.
+    with np.load(data_dir / "pneumoniamnist.npz") as npz:
+        digests = {s: Counter(hashlib.sha256(im.tobytes()).hexdigest() for im in npz[f"{s}_images"])
+                   for s in ("train", "val", "test")}
+    expected = {f"{a}|{b}": sum(n * digests[b][d] for d, n in digests[a].items() if d in digests[b])
+                for a, b in (("train", "val"), ("train", "test"), ("val", "test"))}
+    assert expected["train|val"] > 0, "PneumoniaMNIST's official split repeats images: the test must see some"
+    assert audit["exact_duplicates"] == expected, (audit, expected)
     assert audit["group_overlap"] is None and (smoke_experiment / "split_audit.npz").is_file()
     printed = (smoke_experiment.parent / "search_stdout.txt").read_text()
     assert "split audit" in printed and printed.index("split audit") < printed.index("best trial by")
@@ -327,15 +336,35 @@ def test_export_and_predict_the_trial_the_search_printed(smoke_experiment, data_
     assert np.abs(got - apply_temperature(saved, meta["temperature"])).max() <= 1e-5
 
 
-def test_export_hands_out_the_finalist_winner_as_its_seed_ensemble(grid_experiment, data_dir, tmp_path):
-    """Issue 14: with a finalist stage, tl.export exports the winning recipe's seeds, not the search's pick."""
+def test_console_report_mlflow_and_export_agree_on_the_finalist_winner(grid_experiment, data_dir, tmp_path):
+    """Issues 14 and 20: with a finalist stage, the model is the winning recipe's seed ensemble, and the
+    console, the report, MLflow's tl.chosen tag and tl.export all name the same seed trials. The winner is
+    recomputed here from result.json alone."""
+    import mlflow
+    import pandas as pd
+
+    from analysis.summarize import main as summarize_main
     from tl.export import main as export_main
 
     runs = _trials(grid_experiment / "finalists")
     means = _finalist_means(runs)
     winner = min(means, key=lambda r: (-means[r][0], means[r][1], r))
-    seeds = {t["rows"][-1]["trial_id"] for t in runs if t["params"]["recipe_id"] == winner}
+    seeds = sorted(t["rows"][-1]["trial_id"] for t in runs if t["params"]["recipe_id"] == winner)
+    printed = (grid_experiment.parent / "search_stdout.txt").read_text()
+    console = next(line for line in printed.splitlines() if "recommended model:" in line)
+    assert f"finalist recipe {winner}'s seed ensemble (2 seeds: {', '.join(seeds)})" in console, console
+    assert summarize_main([str(grid_experiment), "--out", str(tmp_path / "report")]) == 0
+    chosen = pd.read_csv(tmp_path / "report" / "chosen.csv")
+    assert sorted(chosen["trials"].iloc[0].split(", ")) == seeds, chosen.to_dict("records")
+    assert "finalist recipe" in (tmp_path / "report" / "summary.md").read_text().split("## ")[1], "first section"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{grid_experiment.parent / 'mlruns' / 'mlflow.db'}")
+    found = client.get_experiment_by_name("grid")
+    tagged = sorted(r.info.run_name for r in client.search_runs([found.experiment_id])
+                    if r.data.tags.get("tl.chosen") == "true")
+    # Ray names a run "<trainable>_<trial id>"; a finalist's trial id holds an underscore itself.
+    assert len(tagged) == len(seeds) and all(name.endswith(f"_{s}") for name, s in zip(tagged, seeds)), \
+        f"MLflow tags {tagged}, the winner's seeds are {seeds}"
     assert export_main([str(grid_experiment), "--out", str(tmp_path / "b"), "--data-dir", str(data_dir),
                         "--gradcam", "0"]) == 0
     meta = json.loads((tmp_path / "b" / "model.json").read_text())
-    assert meta["kind"] == "ensemble" and set(meta["provenance"]["trials"]) == seeds, (meta["provenance"], seeds)
+    assert meta["kind"] == "ensemble" and sorted(meta["provenance"]["trials"]) == seeds, (meta["provenance"], seeds)

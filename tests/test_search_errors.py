@@ -2,6 +2,7 @@
 and no experiment folder left behind that looks complete."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def test_bad_input_is_one_line_and_leaves_no_experiment(case, tmp_path, data_dir
         args += ["--data-dir", str(data_dir)]
     storage = tmp_path / "results"
     proc = _search(args, storage)
-    assert proc.returncode != 0, f"{case}: exit 0\n{proc.stdout[-1500:]}"
+    assert proc.returncode == 2, f"{case}: exit {proc.returncode}, the README promises 2\n{proc.stdout[-1500:]}"
     assert "Traceback" not in proc.stderr, f"{case}: traceback\n{proc.stderr[-2000:]}"
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, f"{case}: expected one 'error:' line, got {proc.stderr[-1500:]}"
@@ -103,14 +104,22 @@ def test_unwritable_storage_is_reported(tmp_path, data_dir):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     proc = _search(["search_spaces/smoke.py", "--data-dir", str(data_dir)], blocker / "results")
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr[-1000:])
     assert "--storage" in proc.stderr and "not writable" in proc.stderr, proc.stderr[-1000:]
 
 
+@pytest.mark.slow
 def test_skip_bad_images_flag_names_how_many(tmp_path, data_dir):
-    from tl.data import load_image_folder
-
+    """The same corrupt folder that stops a search (CASES) runs with --skip-bad-images, which says how
+    many files it left out and records them."""
     root = _folder_with_bad_jpeg(tmp_path, "corrupt", data_dir)
-    arrays = load_image_folder(root, 32, skip_bad=True)
-    skipped = arrays.split_record["skipped_bad_images"]
-    assert sum(map(len, skipped.values())) == 1 and "bad.jpeg" in str(skipped)
+    storage = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "tl.search", "search_spaces/smoke.py", "--dataset", str(root),
+                           "--skip-bad-images", "--num-samples", "1", "--max-epochs", "1", "--set", "batch_size=4",
+                           "--set", "image_size=28", "--storage", str(storage), "--name", "skipped"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+    assert "skipped 1 unreadable images" in proc.stdout and "bad.jpeg" in proc.stdout, proc.stdout[-2000:]
+    meta = json.loads((storage / "skipped" / "tl_search.json").read_text())
+    skipped = meta["dataset"]["split"]["skipped_bad_images"]
+    assert [Path(p).name for files in skipped.values() for p in files] == ["bad.jpeg"], skipped

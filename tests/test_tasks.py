@@ -195,18 +195,14 @@ def test_task_space_files_load_and_name_their_task_metrics():
     check_metric(retina.metric, retina.task)
 
 
-def test_analysis_chosen_model_sensitivity_is_about_the_positive_class():
-    import pandas as pd
-
-    from analysis.comparisons import chosen_model
-    from analysis.load import Predictions
+def test_recommended_model_sensitivity_is_about_the_positive_class():
+    from tl.core.finalists import ensemble_figures
+    from tl.core.results import Predictions
 
     # class 0 positive: rows 0-1 malignant (one called malignant), rows 2-3 benign (both right)
     pred = Predictions(np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.1, 0.9]]), np.array([0, 0, 1, 1]))
-    table = pd.DataFrame({"trial": ["t1"], "backbone": ["convmodel"], "best_val_acc": [0.9], "status": ["COMPLETED"],
-                          "test_acc": [0.75], "best_val_loss": [0.1]})
-    row = chosen_model(table, {"t1": pred}, "best_val_acc", "max", n_resamples=50, positive=0).iloc[0]
-    assert row["sensitivity"] == 0.5 and row["specificity"] == 1.0, row
+    row = ensemble_figures(pred, n_resamples=50, positive=0)
+    assert row["test_sensitivity"] == 0.5 and row["test_specificity"] == 1.0, row
     assert row["test_auc"] == 0.75, row
 
 

@@ -10,7 +10,8 @@ import torch
 from tl.data import DatasetArrays, load_dataset
 from tl.core.errors import TLError
 from tl.models import build_model, get_backbone, get_classifier
-from tl.trainable import Batcher, InjectedFault, autocast_dtype, evaluate, run_epochs, save_checkpoint
+from tl.inference import Batcher, autocast_dtype
+from tl.trainable import InjectedFault, evaluate, run_epochs, save_checkpoint
 from tl.weights import load_state_dict
 
 CPU = torch.device("cpu")

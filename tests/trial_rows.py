@@ -1,9 +1,9 @@
-"""A trial's result.json rows for the live-search tests, read by analysis.load (one parser for all)."""
+"""A trial's result.json rows for the live-search tests, read by tl.core.results (one parser for all)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.load import read_result_rows
+from tl.core.results import read_result_rows
 
 
 def read_rows(trial_dir: Path) -> list[dict]:

@@ -35,7 +35,6 @@ HASH_SIDE = 16  # 16 rows x 16 gradients = 256 bits. The common 64-bit dHash is 
 NEAR_THRESHOLD = 6
 THUMB = 64  # side of the thumbnails saved for the report
 MAX_EXAMPLES = 6  # duplicate pairs kept for the report
-AUDIT_FILE = "split_audit.npz"
 # A digit-bearing name stem that repeats with only a trailing counter changed: "person12_virus_3"
 # and "person12_virus_5", "IM-0429-0001-0001" and "...-0002", "00000001_000" and "00000001_001".
 _COUNTER = re.compile(r"[-_.]?\d+$")

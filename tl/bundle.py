@@ -2,9 +2,10 @@
 plain weights, and the one code path that turns images into probabilities with it.
 
 Weights are safetensors (no pickle at all); a ``.pt`` member is read with ``weights_only=True``,
-so a pickle payload is refused, never run. Preprocessing reuses the training code itself: files are
-decoded by ``tl.data``'s decoder at the size the trial's arrays had, and batches are built by
-``tl.trainable.Batcher``, so a bundle scores the trial's test split exactly as the trial did.
+so a pickle payload is refused, never run. Preprocessing and inference are the training code's own:
+files are decoded by ``tl.data``'s decoder at the size the trial's arrays had, and probabilities come
+from ``tl.inference.predict_probs``, so a bundle scores the trial's test split exactly as the trial
+did. ``model.json``'s layout is written here (:func:`bundle_meta`) beside its reader (:func:`read_meta`).
 """
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ import torch
 from torch import nn
 
 from tl.core.calibration import apply_temperature
-from tl.data import decode_images
 from tl.core.errors import TLError
+from tl.data import decode_images
+from tl.inference import Batcher, autocast_dtype, predict_probs
 from tl.models import build_model
-from tl.trainable import Batcher, autocast_dtype
 
 SCHEMA_VERSION = 1
 META_FILE = "model.json"
@@ -133,24 +134,19 @@ class Bundle:
             images = images[:, :1]
         return np.ascontiguousarray(images)
 
-    @torch.inference_mode()
+    @property
+    def task(self) -> str:
+        """The task from model.json: it picks the activation (sigmoid per finding, or softmax)."""
+        return str(self.meta.get("task") or ("binary" if len(self.class_names) == 2 else "multiclass"))
+
     def predict_raw(self, images: np.ndarray, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Mean probabilities of the members (N, C), before temperature scaling: softmax, or (multilabel)
-        one sigmoid per finding."""
-        multilabel = self.meta.get("task") == "multilabel"
+        """Mean probabilities of the members (N, C), before temperature scaling (``tl.inference``)."""
         images = self.check_channels(np.asarray(images))
         total = np.zeros((len(images), len(self.class_names)), dtype=np.float64)
         for member in self.members:
-            batcher, amp = member.batcher(self.device), autocast_dtype(member.spec.get("precision", "fp32"))
-            starts = range(0, len(images), batch_size)
-            if progress and len(images) > batch_size:
-                from tqdm import tqdm
-                starts = tqdm(starts, desc=f"predict {member.spec['trial']}", unit="batch")
-            for i in starts:
-                x = batcher(torch.from_numpy(images[i:i + batch_size]).to(self.device))
-                with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
-                    logits = member.model(x).float()
-                    total[i:i + batch_size] += (logits.sigmoid() if multilabel else logits.softmax(1)).cpu().numpy()
+            total += predict_probs(member.model, images, member.batcher(self.device), self.task, self.device,
+                                   batch_size, autocast_dtype(member.spec.get("precision", "fp32")),
+                                   progress=f"predict {member.spec['trial']}" if progress else None)
         return total / len(self.members)
 
     def predict(self, images: np.ndarray | Sequence[str | Path], batch_size: int = 64, calibrated: bool = True,
@@ -162,7 +158,7 @@ class Bundle:
         if not isinstance(images, np.ndarray):
             images, _ = self.decode_files(images, skip_bad=False)
         probs = self.predict_raw(images, batch_size, progress)
-        if self.meta.get("task") == "multilabel":  # no temperature: see tl.export.MULTILABEL_CALIBRATION
+        if self.task == "multilabel":  # no temperature: see tl.core.calibration.MULTILABEL_CALIBRATION
             return probs
         return apply_temperature(probs, float(self.meta.get("temperature", 1.0))) if calibrated else probs
 
@@ -180,14 +176,14 @@ class Bundle:
         bad = {i: "corrupt or undecodable image" for i in sorted(set(range(len(paths))) - set(kept))}
         return images, bad
 
-    def labels(self, probs: np.ndarray) -> tuple[list[str], list[str]]:
+    def called_labels(self, probs: np.ndarray) -> tuple[list[str], list[str]]:
         """(label at the bundle's threshold, label at argmax) per row; threshold only for binary tasks.
 
         Multilabel: the findings at or above each finding's threshold, joined by ``;`` ("" for
         none), and the findings at 0.5.
         """
         names = self.class_names
-        if self.meta.get("task") == "multilabel":
+        if self.task == "multilabel":
             cut = np.asarray(self.meta.get("thresholds") or [0.5] * len(names))
             def called(t):
                 return [";".join(n for n, c in zip(names, row) if c) for row in probs >= t]
@@ -199,6 +195,41 @@ class Bundle:
         other = 1 - pos
         at = [names[pos] if p >= self.threshold else names[other] for p in probs[:, pos]]
         return at, argmax
+
+
+# How a bundle turns files and arrays into network inputs, in words, for model.json's readers.
+PREPROCESSING = ("files: tl.data's decoder (PIL; DICOM through pydicom's pixel pipeline), bilinear resize to "
+                 "decode_size; arrays as given; then /255, gray replicated to 3 channels, bilinear (antialiased when "
+                 "shrinking) to each member's input_size, (x - mean) / std (tl.inference.Batcher)")
+
+
+def bundle_meta(*, task: str, class_names: list[str], positive: int | None, channels: int, members: list[dict],
+                calibration: dict, provenance: dict) -> dict:
+    """``model.json``'s layout, schema ``SCHEMA_VERSION`` (what :func:`read_meta` and ``Bundle`` read).
+
+    Args:
+        positive: binary tasks: the positive class's index (None otherwise).
+        members: one spec per network (``tl.export``'s member specs: weights file, backbone, sizes,
+            mean/std, sha256); their ``decode_size`` must agree.
+        calibration: ``tl.core.calibration.calibration_figures`` (temperature, threshold(s), ECE ...).
+        provenance: experiment, trials, dataset fingerprints, metrics, versions, export time.
+    """
+    binary = task == "binary" and positive is not None
+    return {
+        "schema_version": SCHEMA_VERSION, "kind": "ensemble" if len(members) > 1 else "single",
+        "task": task, "class_names": list(class_names),
+        "positive_index": positive if binary else None, "positive_class": class_names[positive] if binary else None,
+        "thresholds": calibration.get("thresholds"), "channels": int(channels),
+        "decode_size": members[0]["decode_size"], "preprocessing": PREPROCESSING,
+        "temperature": calibration["temperature"], "threshold": calibration["threshold"],
+        "target_sensitivity": calibration["target_sensitivity"], "members": members,
+        "provenance": {**provenance, "calibration": calibration},
+    }
+
+
+def write_meta(folder: Path, meta: dict) -> None:
+    """Write ``model.json`` into a bundle folder."""
+    (folder / META_FILE).write_text(json.dumps(meta, indent=1))
 
 
 def read_meta(path: Path) -> dict:

@@ -7,11 +7,11 @@ kept, unfinished ones continued from their checkpoints), so no finalist runs twi
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from tl.core.finalists import FINALIST_DIR, RECIPE_KEY, finalist_configs, finalist_seeds
+from tl.core.finalists import finalist_configs, finalist_seeds
+from tl.core.results import FINALIST_DIR, RECIPE_KEY, update_search_meta
 from tl.space import points_param_space
 
 PLAN_KEY = "finalists"  # the plan's record in tl_search.json
@@ -39,28 +39,20 @@ def plan_finalists(results, ranked: list, k: int, n_seeds: int) -> tuple[list[di
     return configs, plan, lines
 
 
-def _record_plan(exp_dir: Path | None, search_file: str, plan: dict) -> None:
-    """Add the plan to tl_search.json, which the report's protocol sentence reads."""
-    if exp_dir is None or not (exp_dir / search_file).is_file():
-        return
-    meta = json.loads((exp_dir / search_file).read_text())
-    meta[PLAN_KEY] = plan
-    (exp_dir / search_file).write_text(json.dumps(meta, indent=1, default=str))
-
-
 def finalist_dirname(trial) -> str:
     """Trial folders name their recipe and seed."""
     return f"{trial.trial_id}_finalist_r{trial.config.get(RECIPE_KEY)}_s{trial.config.get('seed')}"
 
 
-def _console(space, n_trials: int, verbose: bool) -> dict:
-    """The search's console for this stage too: a status line and one line per trial, or Ray's own."""
+def _console(space, n_trials: int, verbose: bool, trackers: list) -> dict:
+    """The search's console for this stage too (a status line and one line per trial, or Ray's own),
+    and its trackers (``--mlflow``: every finalist trial is a run too)."""
     from tl.console import LiveView, run_options
 
-    return run_options([] if verbose else [LiveView(space.metric, space.mode, n_trials)], verbose)
+    return run_options(([] if verbose else [LiveView(space.metric, space.mode, n_trials)]) + trackers, verbose)
 
 
-def _new_tuner(trainable, configs: list[dict], space, where: str, verbose: bool):
+def _new_tuner(trainable, configs: list[dict], space, where: str, verbose: bool, trackers: list):
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -75,12 +67,12 @@ def _new_tuner(trainable, configs: list[dict], space, where: str, verbose: bool)
             metric=space.metric, mode=space.mode, num_samples=len(configs), reuse_actors=True,
             trial_dirname_creator=finalist_dirname),
         run_config=tune.RunConfig(
-            name=FINALIST_DIR, storage_path=where, **_console(space, len(configs), verbose),
+            name=FINALIST_DIR, storage_path=where, **_console(space, len(configs), verbose, trackers),
             **trial_run_options(space.metric, space.mode, space.max_failures)))
 
 
 def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_dir: Path | None,
-                       search_file: str, verbose: bool = False) -> int:
+                       verbose: bool = False, trackers: list | None = None) -> int:
     """Run (or continue) the finalist stage and print its outcome; return the exit status.
 
     Args:
@@ -89,7 +81,9 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
         where: the experiment folder (path or URI); the stage's Tuner lives in ``where/finalists``.
         exp_dir: the same as a local Path, None for cloud storage.
         verbose: Ray's full output instead of the status lines (``--verbose``).
+        trackers: the search's logger callbacks (MLflow), so finalist trials are logged too.
     """
+    trackers = trackers or []
     from ray import tune
 
     path = f"{where}/{FINALIST_DIR}"
@@ -98,7 +92,7 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         from tl.console import set_restored_options
 
-        set_restored_options(tuner, _console(space, space.finalists * space.finalist_seeds, verbose))
+        set_restored_options(tuner, _console(space, space.finalists * space.finalist_seeds, verbose, trackers))
     else:
         configs, plan, lines = plan_finalists(results, ranked, space.finalists, space.finalist_seeds)
         for line in lines:
@@ -106,9 +100,10 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
         if not configs:
             print("[tl.search] finalists: no search trial was tested, so there is nothing to re-train")
             return 0
-        _record_plan(exp_dir, search_file, plan)
+        if exp_dir is not None:  # the report's protocol sentence reads it
+            update_search_meta(exp_dir, PLAN_KEY, plan)
         print(f"[tl.search] finalists: {plan['k']} recipe(s) x seeds {plan['seeds']}, full epochs, no early stopping")
-        tuner = _new_tuner(trainable, configs, space, where, verbose)
+        tuner = _new_tuner(trainable, configs, space, where, verbose, trackers)
     done = tuner.fit()
     print(f"\n[tl.search] finalists: {len(done)} trials, {len(done.errors)} errored. Folder: {path}")
     if len(done.errors) == len(done):
@@ -118,17 +113,17 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
 
 
 def print_finalists(exp_dir: Path | None) -> int:
-    """Print the finalists as ``analysis.summarize`` computes them (one code path: they agree)."""
+    """Print the finalists as the report computes them (``tl.core.finalists``: one code path, they agree)."""
     if exp_dir is None:
         print("[tl.search] finalists: copy the folder down and run analysis.summarize for their figures")
         return 0
-    from analysis.errors import AnalysisError
-    from analysis.finalists import build_finalists, finalist_lines, split_stages
-    from analysis.load import load_experiments
+    from tl.core.errors import TLError
+    from tl.core.finalists import build_finalists, finalist_lines
+    from tl.core.results import load_experiments, split_stages
 
     try:
         _, stage = split_stages(load_experiments([exp_dir]))
-    except AnalysisError as exc:
+    except TLError as exc:
         print(f"[tl.search] finalists: cannot read them back ({exc})")
         return 1
     if stage is None:

@@ -154,12 +154,13 @@ def save_test_grid(bundle, arrays, raw_test_probs: np.ndarray, path: Path, per_c
     import matplotlib.pyplot as plt
 
     from tl.core.calibration import apply_temperature
+    from tl.core.metrics import correct_mask
 
     labels = np.asarray(arrays.labels["test"])
-    multilabel = labels.ndim == 2
+    multilabel = bundle.task == "multilabel"
     probs = raw_test_probs if multilabel else apply_temperature(raw_test_probs, float(bundle.meta.get("temperature", 1.0)))
     if multilabel:  # right: every finding right at 0.5; the map shown is the top-scoring finding's
-        right = ((probs >= 0.5) == labels.astype(bool)).all(1)
+        right = correct_mask(probs, labels)
         cells = {"all findings right": np.flatnonzero(right)[:per_cell], "some wrong": np.flatnonzero(~right)[:per_cell]}
     elif probs.shape[1] == 2:
         cells = confusion_cells(probs, labels, bundle.threshold, int(bundle.meta["positive_index"]), per_cell)

@@ -34,6 +34,10 @@ class BackboneSpec:
     family: str = "torchvision"
     build_kwargs: dict = field(default_factory=dict)
 
+    def input_size(self, image_size: int) -> int:
+        """The side the network is fed: its fixed input size, else ``image_size`` raised to its minimum."""
+        return self.fixed_input_size or max(image_size, self.min_input_size)
+
     def weight_versions(self) -> tuple[str, ...]:
         if callable(self.weights):
             object.__setattr__(self, "weights", self.weights())  # frozen spec: resolve once, in place

@@ -1,7 +1,7 @@
 """Optional ONNX copies of a bundle's members, for deployment outside Python/PyTorch.
 
 Each ``member<i>.onnx`` takes the *preprocessed* float batch (N, 3, S, S) that
-``tl.trainable.Batcher`` makes (model.json says S, mean and std) and returns logits. It is written
+``tl.inference.Batcher`` makes (model.json says S, mean and std) and returns logits. It is written
 only if ONNX Runtime reproduces the PyTorch member's probabilities within ``ONNX_TOLERANCE`` on
 real test images; the measured difference goes into model.json.
 """
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from tl.core.errors import TLError
+from tl.inference import to_probs
 
 ONNX_TOLERANCE = 1e-4  # max |probability difference|, ONNX Runtime vs PyTorch, on up to 64 test images
 
@@ -42,12 +43,12 @@ def export_onnx(bundle, images: np.ndarray, folder: Path) -> list[dict]:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         logits = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
         with torch.no_grad():
-            reference = model(x).softmax(1).numpy()
-        diff = float(np.abs(torch.from_numpy(logits).softmax(1).numpy() - reference).max())
+            reference = to_probs(model(x), bundle.task).numpy()
+        diff = float(np.abs(to_probs(torch.from_numpy(logits), bundle.task).numpy() - reference).max())
         if diff > ONNX_TOLERANCE:
             raise TLError(f"ONNX Runtime differs from PyTorch by {diff:.2e} > {ONNX_TOLERANCE} on test images; "
                           "not exported")
         out.append({"file": path.name, "max_abs_diff": diff, "tolerance": ONNX_TOLERANCE,
                     "input": "float32 (N, 3, input_size, input_size) after Batcher: /255, gray to 3 channels, "
-                             "resize, (x - mean) / std", "output": "logits (softmax, then the bundle's temperature)"})
+                             "resize, (x - mean) / std", "output": "logits (softmax, then the bundle's temperature; multilabel: a sigmoid per finding)"})
     return out

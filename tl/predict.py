@@ -91,7 +91,7 @@ def predict_rows(bundle: Bundle, inputs: list[str], batch_size: int = 64, skip_b
     for names, images, bad in jobs:
         good = [n for i, n in enumerate(names) if i not in bad]
         probs = bundle.predict(images, batch_size, progress=progress) if len(good) else np.zeros((0, 2))
-        at, argmax = bundle.labels(probs) if len(good) else ([], [])
+        at, argmax = bundle.called_labels(probs) if len(good) else ([], [])
         if gradcam is not None and len(good):
             from tl.gradcam import save_overlays
             save_overlays(bundle, images, [_png_name(n) for n in good], gradcam, batch_size,

@@ -16,19 +16,19 @@ import signal
 import sys
 from pathlib import Path
 
-from tl.audit import AUDIT_FILE, audit_lines, audit_splits, save_pairs
-from tl.data import load_dataset, resolve_dataset_path
+from tl.audit import audit_lines, audit_splits, save_pairs
 from tl.console import PREFIX, LiveView, resume_command, run_options, set_restored_options, space_summary
 from tl.core.errors import TLError
-from tl.finalist_stage import run_finalist_stage
 from tl.core.finalists import parse_count
+from tl.core.results import AUDIT_FILE, SEARCH_FILE, write_search_meta
 from tl.core.tasks import check_metric
+from tl.data import load_dataset, resolve_dataset_path
+from tl.finalist_stage import run_finalist_stage
 from tl.space import (SAMPLERS, SearchSpace, SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points,
                       points_param_space)
 from tl.trainable import train_transfer, trial_run_options
 from tl.weights import preflight
 
-SEARCH_FILE = "tl_search.json"
 DEFAULT_MLFLOW = "./mlruns"
 # Files of the chosen trial logged to its MLflow run (what analysis.summarize needs to rebuild its row).
 CHOSEN_ARTIFACTS = ("params.json", "result.json", "progress.csv", "test_predictions.npz")
@@ -242,24 +242,35 @@ def _mlflow_callback(uri: str, experiment: str):
     return MLflowLoggerCallback(tracking_uri=uri, experiment_name=experiment, tags={"tl.experiment": experiment})
 
 
-def _log_chosen_to_mlflow(uri: str, experiment: str, trial_id: str, trial_dir: str) -> str | None:
-    """Tag the chosen trial's MLflow run and attach its files; return the run id (None if not found)."""
+def _log_chosen_to_mlflow(uri: str, experiment: str, trials: list[tuple[str, str]]) -> list[str]:
+    """Tag the MLflow runs of the recommended model's trials ``tl.chosen`` and attach their files.
+
+    Args:
+        trials: (trial id, trial folder) of each member: one for a single pick, the seeds of a
+            finalist ensemble.
+    Returns:
+        The tagged run ids (a member without a run, e.g. logged to no experiment, is skipped).
+    """
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        return None
-    # MLflowLoggerCallback names each run after its trial: "<trainable>_<trial_id>".
-    runs = [r for r in client.search_runs([found.experiment_id]) if r.info.run_name.endswith(f"_{trial_id}")]
-    if not runs:
-        return None
-    run_id = runs[0].info.run_id
-    client.set_tag(run_id, "tl.chosen", "true")
-    for name in CHOSEN_ARTIFACTS:
-        if (Path(trial_dir) / name).is_file():
-            client.log_artifact(run_id, str(Path(trial_dir) / name))
-    return run_id
+        return []
+    runs = client.search_runs([found.experiment_id])
+    tagged = []
+    for trial_id, trial_dir in trials:
+        # MLflowLoggerCallback names each run after its trial: "<trainable>_<trial_id>".
+        mine = [r for r in runs if r.info.run_name.endswith(f"_{trial_id}")]
+        if not mine:
+            continue
+        run_id = mine[0].info.run_id
+        client.set_tag(run_id, "tl.chosen", "true")
+        for name in CHOSEN_ARTIFACTS:
+            if (Path(trial_dir) / name).is_file():
+                client.log_artifact(run_id, str(Path(trial_dir) / name))
+        tagged.append(run_id)
+    return tagged
 
 
 def _require_mlflow() -> None:
@@ -294,17 +305,22 @@ class _StopSignals:
         os.kill(os.getpid(), signal.SIGUSR1)
 
 
-def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    if args.mlflow is not None:
-        _require_mlflow()
-    space = _space_from_args(args)
-    storage = _check_storage(args.storage)
-    name = args.name or f"{Path(args.space).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    exp_dir = Path(storage) / name if "://" not in storage else None
-    if args.resume and exp_dir is not None and not (exp_dir / SEARCH_FILE).exists():
-        raise TLError(f"--resume: no experiment {name!r} under {storage}")
-    if not args.resume and exp_dir is not None and exp_dir.exists():
-        raise TLError(f"experiment {exp_dir} exists; pass --resume to continue it or choose another --name")
+class _Experiment:
+    """Where this search lives: its name, the storage root and (local storage) its folder."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.storage = _check_storage(args.storage)
+        self.name = args.name or f"{Path(args.space).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        self.folder = Path(self.storage) / self.name if "://" not in self.storage else None
+        self.where = f"{self.storage}/{self.name}"
+        if args.resume and self.folder is not None and not (self.folder / SEARCH_FILE).exists():
+            raise TLError(f"--resume: no experiment {self.name!r} under {self.storage}")
+        if not args.resume and self.folder is not None and self.folder.exists():
+            raise TLError(f"experiment {self.folder} exists; pass --resume to continue it or choose another --name")
+
+
+def _load_data(space: SearchSpace, args: argparse.Namespace) -> dict:
+    """Decode the dataset once per image size the space asks for, check the task and batch sizes."""
     source = resolve_dataset_path(space.dataset, args.data_dir, args.offline)
     # An .npz is stored at one size (trials resize batches): load it once, share it for every size.
     sizes = space.image_sizes()[:1] if source.is_file() else space.image_sizes()
@@ -318,32 +334,75 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     first = next(iter(datasets.values()))
     check_metric(space.metric, first.task, f"{args.space}: METRIC")
     what = "findings" if first.task == "multilabel" else "classes"
-    print(f"[tl.search] task {first.task}: {first.num_classes} {what}"
+    print(f"{PREFIX} task {first.task}: {first.num_classes} {what}"
           + (f", positive class {first.class_names[first.positive_index]!r}" if first.task == "binary" else ""))
     batch_sizes = space.params.get("batch_size", [space.fixed.get("batch_size", 64)])
     if isinstance(batch_sizes, list) and min(batch_sizes) > len(first.labels["train"]):
         raise TLError(f"batch_size {min(batch_sizes)} is larger than the training set ({len(first.labels['train'])} images)")
-    audit, audit_pairs = audit_splits(first.images, names=first.names, groups=first.split_record.get("groups"))
-    for line in audit_lines(audit):
-        print(f"[tl.search] {line}")
+    return datasets
+
+
+def _complete_space(space: SearchSpace, args: argparse.Namespace) -> dict:
+    """Resolve every (backbone, weights) pair (drop missing ones with --offline) and pin what each trial
+    must share: the dataset, its task and its grouping. Returns the resolved state dicts."""
     weights, missing = preflight(space.weight_pairs(), args.offline)
     _drop_missing(space, missing, args.offline)
     if space.sampler == "grid":
         space.num_samples = len(grid_configs(space))
-        print(f"[tl.search] grid: {space.num_samples} trials, every combination once")
+        print(f"{PREFIX} grid: {space.num_samples} trials, every combination once")
     space.fixed.update({"dataset": space.dataset, "data_dir": args.data_dir})
     # A trial that loads for itself resolves the same task.
     space.fixed.update({"task": space.task, "positive_class": space.positive_class})
     if space.groups:  # a trial that decodes for itself carves the same grouped split
         space.fixed["groups"] = space.groups
-    mlflow_uri = _mlflow_uri(args.mlflow) if args.mlflow is not None else None
     for line in space_summary(space):
         print(f"{PREFIX} {line}")
+    return weights
+
+
+def _new_tuner(trainable, space: SearchSpace, args: argparse.Namespace, where: _Experiment, callbacks: list):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    param_space = points_param_space(grid_configs(space)) if space.sampler == "grid" else None
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=_make_searcher(space, args.seed or 0, max_concurrent=1 if args.repeatable else 0),
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs,
+                                    grace_period=space.grace_period, reduction_factor=space.reduction_factor),
+            metric=space.metric, mode=space.mode, num_samples=space.num_samples,
+            time_budget_s=args.time_budget_s,
+            # A finished trial's process (torch and the project already imported) runs the next one.
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=where.name, storage_path=where.storage,
+            # no per-trial config boxes or tables (LiveView prints instead); --verbose: Ray's all
+            **run_options(callbacks, args.verbose),
+            **trial_run_options(space.metric, space.mode, space.max_failures)))
+
+
+def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """The search, phase by phase: check the inputs, decode and audit the data, resolve the weights
+    (all before Ray starts, so bad input costs seconds), start Ray, run or resume the Tuner, print
+    the search's pick, run the finalist stage if asked, and print the recommended model."""
+    if args.mlflow is not None:
+        _require_mlflow()
+    space = _space_from_args(args)
+    where = _Experiment(args)
+    datasets = _load_data(space, args)
+    first = next(iter(datasets.values()))
+    audit, audit_pairs = audit_splits(first.images, names=first.names, groups=first.split_record.get("groups"))
+    for line in audit_lines(audit):
+        print(f"{PREFIX} {line}")
+    weights = _complete_space(space, args)
+    mlflow_uri = _mlflow_uri(args.mlflow) if args.mlflow is not None else None
 
     _init_ray(args.address, args.verbose)
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     weight_refs = {f"{b}|{w}": ray.put(sd) for (b, w), sd in weights.items() if sd is not None}
     trainable = tune.with_resources(tune.with_parameters(train_transfer, datasets=datasets, weight_refs=weight_refs),
@@ -354,54 +413,35 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         # session folder even at verbose=0 and ignores progress reporters; the classic engine with
         # a reporter that never reports prints nothing, and LiveView speaks instead.
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    callbacks = [] if args.verbose else [live]
-    if mlflow_uri:
-        callbacks.append(_mlflow_callback(mlflow_uri, name))
+    trackers = [_mlflow_callback(mlflow_uri, where.name)] if mlflow_uri else []
+    callbacks = ([] if args.verbose else [live]) + trackers
     if args.resume:
-        tuner = tune.Tuner.restore(str(Path(storage) / name) if exp_dir else f"{storage}/{name}", trainable,
+        tuner = tune.Tuner.restore(str(where.folder) if where.folder else where.where, trainable,
                                    resume_unfinished=True, resume_errored=True)
         set_restored_options(tuner, run_options(callbacks, args.verbose))
     else:
-        if exp_dir is not None:
-            exp_dir.mkdir(parents=True)
-            (exp_dir / SEARCH_FILE).write_text(json.dumps({
+        if where.folder is not None:
+            where.folder.mkdir(parents=True)
+            write_search_meta(where.folder, {
                 "space_file": str(args.space), "space": space.echo(), "args": vars(args),
                 "metric": space.metric, "mode": space.mode, "max_epochs": space.max_epochs,
                 "num_samples": space.num_samples, "dataset": first.describe(), "split_audit": audit,
-                "started": dt.datetime.now().isoformat(timespec="seconds")}, indent=1, default=str))
-            save_pairs(exp_dir / AUDIT_FILE, audit_pairs)  # thumbnails of duplicate pairs, for the report
-        param_space = points_param_space(grid_configs(space)) if space.sampler == "grid" else None
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                search_alg=_make_searcher(space, args.seed or 0, max_concurrent=1 if args.repeatable else 0),
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs,
-                                        grace_period=space.grace_period, reduction_factor=space.reduction_factor),
-                metric=space.metric, mode=space.mode, num_samples=space.num_samples,
-                time_budget_s=args.time_budget_s,
-                # A finished trial's process (torch and the project already imported) runs the next one.
-                reuse_actors=True,
-                trial_dirname_creator=trial_dirname),
-            run_config=tune.RunConfig(
-                name=name, storage_path=storage,
-                # no per-trial config boxes or tables (LiveView prints instead); --verbose: Ray's all
-                **run_options(callbacks, args.verbose),
-                **trial_run_options(space.metric, space.mode, space.max_failures)))
+                "started": dt.datetime.now().isoformat(timespec="seconds")})
+            save_pairs(where.folder / AUDIT_FILE, audit_pairs)  # thumbnails of duplicate pairs, for the report
+        tuner = _new_tuner(trainable, space, args, where, callbacks)
     if args.repeatable:
         print(f"{PREFIX} --repeatable: one trial at a time"
               + (", but --time-budget-s ends the search by the clock, so a rerun may get more or fewer trials"
                  if args.time_budget_s else ""))
-    print(f"{PREFIX} experiment {name}: {space.num_samples} trials; "
+    print(f"{PREFIX} experiment {where.name}: {space.num_samples} trials; "
           + ("Ray's full output (--verbose)" if args.verbose else f"a status line every {live.interval_s:.0f} s"))
     stop = _StopSignals()
-    resume_hint = f"  {resume_command(argv if argv is not None else sys.argv[1:], name)}"
+    resume_hint = f"  {resume_command(argv if argv is not None else sys.argv[1:], where.name)}"
     try:
         results = tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its last save
         print(f"\n{PREFIX} interrupted; continue from the last saved state with:\n{resume_hint}")
         return 130
-    where = f"{storage}/{name}"
     done = results.num_terminated + results.num_errors
     budget_hit = args.time_budget_s is not None and live.clock() - live.started >= args.time_budget_s
     if stop.received or ((done < len(results) or len(results) < space.num_samples) and not budget_hit):
@@ -412,44 +452,68 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print(live.status_line())
         if budget_hit and live.running:
             print(f"{PREFIX} time budget reached: {len(live.running)} running trial(s) stopped there, not tested")
-    ranked = ranked_results(results, space.metric, space.mode)  # once: printed, logged, finalists
-    status = _print_outcome(results, ranked, space, where)
-    if status == 0 and mlflow_uri:
-        best = ranked[0][1]
-        trial_id = str(best.metrics.get("trial_id", "")) if best.metrics else ""
-        run_id = _log_chosen_to_mlflow(mlflow_uri, name, trial_id, best.path)
-        print(f"{PREFIX} MLflow: {len(results)} runs in experiment {name!r} at {mlflow_uri}"
-              + (f"; chosen trial = run {run_id} (tag tl.chosen, its files as artifacts)" if run_id else ""))
-        if run_id and "://" not in where:
-            print(f"{PREFIX} attach the report to it: python -m analysis.summarize {where} && "
-                  f"MLFLOW_TRACKING_URI={mlflow_uri} mlflow artifacts log-artifacts -l {where}/summary "
-                  f"-r {run_id} -a report")
+    ranked = ranked_results(results, space.metric, space.mode)  # once: printed, finalists
+    status = _print_outcome(results, ranked, space, where.where)
     if status == 0 and space.finalists:
-        status = run_finalist_stage(trainable, results, ranked, space, where, exp_dir, SEARCH_FILE,
-                                    verbose=args.verbose)
+        status = run_finalist_stage(trainable, results, ranked, space, where.where, where.folder,
+                                    verbose=args.verbose, trackers=trackers)
+    if status == 0:
+        _print_recommendation(where, mlflow_uri, len(results))
     return status
 
 
-def chosen_trial(results, metric: str, mode: str):
-    """Return (the Result a user walks away with, its best ``metric``), or (None, None).
+def _print_recommendation(where: _Experiment, mlflow_uri: str | None, n_runs: int) -> None:
+    """Print what the experiment recommends (``tl.core.recommend``: what the report describes and
+    ``tl.export`` ships) and tag its MLflow runs ``tl.chosen``."""
+    if where.folder is None:
+        print(f"{PREFIX} copy {where.where} down and run analysis.summarize on it for the recommended model")
+        return
+    from tl.core.recommend import recommend, recommendation_lines
+    from tl.core.results import load_experiments
 
-    The rule is :func:`tl.core.choice.rank_trials`, the one ``analysis.summarize`` ranks Table 1 and
-    the chosen model by; errored trials and trials that never reported ``metric`` are left out.
+    try:
+        exp = load_experiments([where.folder])
+        rec = recommend(exp)
+    except TLError as exc:
+        print(f"{PREFIX} no recommended model: {exc}")
+        return
+    for line in recommendation_lines(exp, rec):
+        print(line if line.startswith("  ") else f"{PREFIX} {line}")
+    print(f"{PREFIX} use it: python -m tl.export {where.where} --out BUNDLE, then python -m tl.predict BUNDLE IMAGES... "
+          "--out predictions.csv")
+    if mlflow_uri:
+        members = [(t.rsplit("/", 1)[-1], str(d)) for t, d in zip(rec.trials, rec.trial_dirs)]
+        run_ids = _log_chosen_to_mlflow(mlflow_uri, where.name, members)
+        print(f"{PREFIX} MLflow: {n_runs} runs in experiment {where.name!r} at {mlflow_uri}"
+              + (f"; the recommended model = run(s) {', '.join(run_ids)} (tag tl.chosen, their files as artifacts)"
+                 if run_ids else ""))
+        if run_ids:
+            print(f"{PREFIX} attach the report to it: python -m analysis.summarize {where.where} && "
+                  f"MLFLOW_TRACKING_URI={mlflow_uri} mlflow artifacts log-artifacts -l {where.where}/summary "
+                  f"-r {run_ids[0]} -a report")
+
+
+def chosen_trial(results, metric: str, mode: str):
+    """Return (the Result the search picks, its best ``metric``), or (None, None).
+
+    The rule is :func:`tl.core.choice.rank_trials` over :func:`tl.core.results.trial_row` rows, as
+    the report ranks Table 1; errored trials and trials that never reported ``metric`` are left out.
     """
     ranked = ranked_results(results, metric, mode)
     return (ranked[0][1], ranked[0][2]) if ranked else (None, None)
 
 
 def ranked_results(results, metric: str, mode: str) -> list[tuple[str, object, float, bool]]:
-    """Return (trial id, Result, best ``metric``, tested) per trial, best first by :func:`tl.core.choice.rank_trials`.
+    """Return (trial id, Result, best ``metric``, tested) per trial, best first by the rule of choice.
 
-    Errored trials and trials that never reported ``metric`` are left out; the finalists are
-    the top tested ones.
+    Each Result's reported rows become a ``tl.core.results.trial_row`` (the rows the report's Table 1
+    is made of) and are ranked by ``tl.core.choice.rank_trials``. Errored trials and trials that
+    never reported ``metric`` are left out; the finalists are the top tested ones.
     """
-    import numpy as np
     import pandas as pd
 
     from tl.core.choice import rank_trials
+    from tl.core.results import rank_column, trial_row
 
     rows, by_trial = [], {}
     for i, result in enumerate(results):
@@ -457,15 +521,15 @@ def ranked_results(results, metric: str, mode: str) -> list[tuple[str, object, f
         if result.error or frame is None or metric not in frame or frame[metric].dropna().empty:
             continue
         trial = str(frame["trial_id"].dropna().iloc[-1]) if "trial_id" in frame else f"{i:08d}"
-        test = frame["test_acc"].dropna() if "test_acc" in frame else pd.Series(dtype=float)
-        rows.append({"trial": trial, "best": frame[metric].max() if mode == "max" else frame[metric].min(),
-                     "best_val_loss": frame["val_loss"].min() if "val_loss" in frame else np.nan,
-                     "test_acc": test.iloc[-1] if len(test) else np.nan})
+        curve = frame if "epoch" in frame else frame.assign(epoch=range(1, len(frame) + 1))
+        rows.append({"trial": trial, **trial_row(curve, metric, mode, status="COMPLETED")})
         by_trial[trial] = result
     if not rows:
         return []
-    ranked = rank_trials(pd.DataFrame(rows), "best", mode)
-    return [(t, by_trial[t], float(b), bool(pd.notna(a))) for t, b, a in zip(ranked["trial"], ranked["best"], ranked["test_acc"])]
+    column = rank_column(metric)
+    ranked = rank_trials(pd.DataFrame(rows), column, mode)
+    return [(t, by_trial[t], float(b), bool(pd.notna(a)))
+            for t, b, a in zip(ranked["trial"], ranked[column], ranked["test_acc"])]
 
 
 def _print_outcome(results, ranked: list, space: SearchSpace, where: str) -> int:

@@ -6,95 +6,43 @@ memory (shared through the object store) and become float batches on the trial's
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 import math
 import tempfile
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS  # noqa: F401  (re-exported)
-from tl.data import DatasetArrays, load_dataset
+from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, SCHEDULERS
 from tl.core.errors import TLError
-from tl.feature_cache import cached_features, identity_batcher
 from tl.core.metrics import best_balanced_threshold, sensitivity_specificity, split_metrics
+from tl.core.results import PREDICTION_KEYS, save_predictions
+from tl.data import DatasetArrays, load_dataset
+from tl.feature_cache import cached_features, identity_batcher
+from tl.inference import Batcher, autocast_dtype, batch_correct, predict_logits, to_probs
 from tl.models import apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier
 from tl.weights import load_state_dict, normalization
-
-# Saved once a trial is tested, from its best-by-val epoch: ``<key>.npz`` in checkpoint and trial folder.
-PREDICTION_FILES = ("test_predictions", "val_predictions")
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The dtype forward passes autocast to, or None for plain fp32.
-
-    bf16 keeps fp32's exponent range, so no loss scaling is needed; weights and optimizer stay
-    fp32. Opt-in: it pays on GPUs and AMX CPUs, but measured 0.5-0.9x on an AVX512-BF16 CPU
-    without AMX (README, "Speed levers").
-    """
-    if precision not in PRECISIONS:
-        raise TLError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    return torch.bfloat16 if precision == "bf16" else None
 
 
 class InjectedFault(RuntimeError):
     """Raised by ``fail_at_epoch``: lets tests prove that Ray retries from the last checkpoint."""
 
 
-@dataclass
-class Batcher:
-    """Turns uint8 (N, C, H, W) tensors into normalized float batches at the model's input size."""
-
-    size: int
-    mean: torch.Tensor
-    std: torch.Tensor
-    augment: bool
-    channels_last: bool = False  # NHWC batches, for a model converted to channels_last
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = images.float().div_(255)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)  # grayscale -> the 3 channels ImageNet backbones expect
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.size)
-        if self.augment and generator is not None:
-            x = _random_affine(x, generator)
-        x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-def _random_affine(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Per-image small rotation (±10°), scale (0.9-1.1) and shift (±8 %) in one grid_sample.
-
-    No flips: a chest X-ray's left and right are not interchangeable.
-    """
-    n = len(x)
-    rand = torch.rand(n, 4, generator=generator).to(x.device)
-    angle = (rand[:, 0] - 0.5) * math.radians(20)
-    scale = 0.9 + 0.2 * rand[:, 1]
-    shift = (rand[:, 2:] - 0.5) * 0.16
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     images: torch.Tensor, labels: torch.Tensor, batcher: Batcher, batch_size: int,
                     generator: torch.Generator, device: torch.device,
-                    amp_dtype: torch.dtype | None = None) -> tuple[float, float]:
+                    amp_dtype: torch.dtype | None = None, task: str = "multiclass") -> tuple[float, float]:
     """One pass over shuffled training data; returns (mean loss, accuracy). One host sync at the end.
 
-    ``amp_dtype`` (see ``autocast_dtype``) runs the forward pass and the loss under autocast.
-    Float (N, K) labels are multi-hot (multilabel task): accuracy is then per label at 0.5.
+    ``amp_dtype`` (see ``autocast_dtype``) runs the forward pass and the loss under autocast. A
+    multilabel ``task`` (float multi-hot labels) counts accuracy per label at 0.5, MedMNIST's ACC.
     """
     model.train()
     freeze_bn_stats(model)
@@ -114,32 +62,29 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         loss.backward()
         optimizer.step()
         loss_sum += loss.detach() * len(y)
-        if y.ndim == 2:  # multilabel: the share of labels right at 0.5, MedMNIST's ACC
-            correct += ((logits > 0) == (y > 0.5)).float().mean(1).sum()
-        else:
-            correct += (logits.argmax(1) == y).sum()
+        correct += batch_correct(logits, y, task)
     seen = min(n_batches * batch_size, len(order))
     return loss_sum.item() / seen, correct.item() / seen
 
 
-@torch.inference_mode()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batcher: Batcher,
-             device: torch.device, batch_size: int = 256,
-             amp_dtype: torch.dtype | None = None) -> tuple[float, np.ndarray]:
-    """Mean unweighted loss and probabilities over a whole split.
+# Unweighted loss per task on float logits: what val and test report (the training loss may be weighted).
+EVAL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "multilabel": lambda logits, y: F.binary_cross_entropy_with_logits(logits, y.float()),
+    "binary": F.cross_entropy, "multiclass": F.cross_entropy, "ordinal": F.cross_entropy,
+}
 
-    Single-label: cross-entropy and softmax (N, C). Float (N, K) labels (multilabel): binary
-    cross-entropy and one sigmoid per finding (N, K).
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batcher: Batcher,
+             device: torch.device, batch_size: int = 256, amp_dtype: torch.dtype | None = None,
+             task: str = "multiclass") -> tuple[float, np.ndarray]:
+    """Mean unweighted loss and probabilities over a whole split (``tl.inference``'s one path).
+
+    Single-label tasks: cross-entropy and softmax (N, C). Multilabel: binary cross-entropy and one
+    sigmoid per finding (N, K).
     """
-    model.eval()
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        logits = torch.cat([model(batcher(images[i:i + batch_size].to(device))).float()
-                            for i in range(0, len(labels), batch_size)])
-    if labels.ndim == 2:
-        loss = F.binary_cross_entropy_with_logits(logits, labels.to(device).float()).item()
-        return loss, logits.sigmoid().cpu().numpy()
-    loss = F.cross_entropy(logits, labels.to(device)).item()
-    return loss, logits.softmax(1).cpu().numpy()
+    logits = predict_logits(model, images, batcher, device, batch_size, amp_dtype)
+    loss = EVAL_LOSSES[task](logits, labels.to(device)).item()
+    return loss, to_probs(logits, task).cpu().numpy()
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -199,31 +144,38 @@ def resident_split(split: dict, device: torch.device) -> dict:
     return {s: (images.to(device), labels.to(device)) for s, (images, labels) in split.items()}
 
 
-def _input_size(backbone: str, image_size: int) -> int:
-    spec = get_backbone(backbone)
-    return spec.fixed_input_size or max(image_size, spec.min_input_size)
+@dataclass
+class TrialSetup:
+    """Everything the epoch loop needs, built from a config by :func:`build_trial`."""
+
+    model: nn.Module  # the whole network: what checkpoints and the tested weights hold
+    step_net: nn.Module  # what each step runs: the model, its head alone on cached features, maybe compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    criterion: nn.Module
+    train_batcher: Callable
+    eval_batcher: Callable
+    split: dict  # split -> (uint8 images or cached features, labels) on the trial's device
+    input_size: int
+    counts: dict  # trainable and total parameters
+    task: str
+    positive: int | None
+    amp_dtype: torch.dtype | None
 
 
-def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
-               checkpoint_dir: str | None = None, device: torch.device | None = None) -> Iterator[tuple[dict, dict]]:
-    """Train per ``config``; yield (metrics, checkpoint state) after every epoch.
-
-    The last epoch's metrics also carry test metrics from the best-by-val weights and the
-    state carries ``test_predictions`` and that epoch's ``val_predictions`` (what a temperature,
-    a threshold or an ensemble is fitted on). ``checkpoint_dir`` resumes from a saved state.
-    """
-    cfg = {**DEFAULTS, **config}
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def build_trial(cfg: dict, arrays: DatasetArrays, state_dict: dict | None, device: torch.device) -> TrialSetup:
+    """Build phase: model with its head and freeze mode, optimizer, scheduler, loss, batchers and the
+    split tensors (backbone features instead of images for a cached fixed-extractor trial)."""
     if arrays.task_info is None or cfg["task"] or cfg["positive_class"]:
         arrays.apply_task(cfg["task"], cfg["positive_class"])
-    task, positive = arrays.task, arrays.positive_index
+    task = arrays.task
     torch.manual_seed(cfg["seed"])
-    size = _input_size(cfg["backbone"], cfg["image_size"])
+    spec = get_backbone(cfg["backbone"])
+    size = spec.input_size(cfg["image_size"])
     model = build_model(cfg["backbone"], arrays.num_classes, state_dict, image_size=size,
                         patch_size=cfg["patch_size"]).to(device)
-    spec = get_backbone(cfg["backbone"])
     counts = apply_freeze(model, spec, cfg["freeze"], cfg["freeze_fraction"])
-    if cfg["channels_last"]:  # NHWC: oneDNN and cuDNN convolutions run faster on it (README, "Speed levers")
+    if cfg["channels_last"]:  # NHWC: oneDNN and cuDNN convolutions run faster on it (docs/speed.md)
         model = model.to(memory_format=torch.channels_last)
     if cfg["optimizer"] not in OPTIMIZERS or cfg["scheduler"] not in SCHEDULERS:
         raise TLError(f"optimizer must be one of {sorted(OPTIMIZERS)} and scheduler one of {sorted(SCHEDULERS)}")
@@ -246,81 +198,110 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
         split = {s: (features[s], split[s][1]) for s in split}
         net = get_classifier(model, spec)
         train_batcher = eval_batcher = identity_batcher
-    split = resident_split(split, device)
     # Opt-in: compiling costs ~1 min on 2 CPU cores and paid only for some models (benchmarks.compile).
     # Checkpoints keep the uncompiled model's state_dict, so they load either way.
     step_net = torch.compile(net) if cfg["compile"] else net
-    amp_dtype = autocast_dtype(cfg["precision"])
+    return TrialSetup(model, step_net, optimizer, scheduler, criterion, train_batcher, eval_batcher,
+                      resident_split(split, device), size, counts, task, arrays.positive_index,
+                      autocast_dtype(cfg["precision"]))
+
+
+def restore_trial(setup: TrialSetup, checkpoint_dir: str | None, device: torch.device) -> tuple[int, dict]:
+    """Restore phase: (first epoch to run, the best-by-val record) from a checkpoint, or a fresh start."""
+    best = {"score": -math.inf, "epoch": 0, "model": None, "val_probs": None}
+    if not checkpoint_dir:
+        return 1, best
+    saved = torch.load(Path(checkpoint_dir) / "state.pt", map_location=device, weights_only=True)
+    setup.model.load_state_dict(saved["model"])
+    setup.optimizer.load_state_dict(saved["optimizer"])
+    setup.scheduler.load_state_dict(saved["scheduler"])
+    best = {"score": saved["best_score"], "epoch": saved["best_epoch"],
+            "model": torch.load(Path(checkpoint_dir) / "best_model.pt", map_location=device, weights_only=True),
+            "val_probs": saved.get("best_val_probs")}
+    return saved["epoch"] + 1, best
+
+
+def test_trial(setup: TrialSetup, arrays: DatasetArrays, best: dict, device: torch.device) -> tuple[dict, dict]:
+    """Test phase, once, with the weights val chose: (test metrics, the predictions files' contents).
+
+    The fingerprints saved with the predictions let a paired comparison, an ensemble or a val-fitted
+    calibration check that both sides saw the same images.
+    """
+    setup.model.load_state_dict(best["model"])
+    test_loss, test_probs = evaluate(setup.step_net, *setup.split["test"], setup.eval_batcher, device,
+                                     amp_dtype=setup.amp_dtype, task=setup.task)
+    test_labels = np.asarray(arrays.labels["test"])
+    metrics = {"test_loss": test_loss,
+               **split_metrics(test_probs, test_labels, "test", setup.task, setup.positive, arrays.class_names),
+               "test_n": len(test_labels), "best_epoch": best["epoch"]}
+    if setup.task == "binary" and best["val_probs"] is not None:
+        metrics.update(threshold_metrics(best["val_probs"].cpu().numpy(), np.asarray(arrays.labels["val"]),
+                                         test_probs, test_labels, setup.positive))
+    prints = {"test_fingerprint": np.array(arrays.test_fingerprint),
+              "val_fingerprint": np.array(arrays.split_fingerprint("val")), "best_epoch": np.array(best["epoch"])}
+    predictions = {"test_predictions": {"probs": test_probs.astype(np.float32), "labels": test_labels, **prints}}
+    if best["val_probs"] is not None:  # None only if a checkpoint from before val was saved
+        predictions["val_predictions"] = {"probs": best["val_probs"].cpu().numpy(),
+                                          "labels": np.asarray(arrays.labels["val"]), **prints}
+    return metrics, predictions
+
+
+def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
+               checkpoint_dir: str | None = None, device: torch.device | None = None) -> Iterator[tuple[dict, dict]]:
+    """Train per ``config``; yield (metrics, checkpoint state) after every epoch.
+
+    Phases: build (:func:`build_trial`), restore (:func:`restore_trial`), then per epoch train and
+    validate, keeping the best-by-val weights; after the last epoch test them once
+    (:func:`test_trial`): its metrics join the last epoch's, and the state carries
+    ``test_predictions`` and ``val_predictions`` (what a temperature, a threshold or an ensemble is
+    fitted on). ``checkpoint_dir`` resumes from a saved state.
+    """
+    cfg = {**DEFAULTS, **config}
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    setup = build_trial(cfg, arrays, state_dict, device)
+    start, best = restore_trial(setup, checkpoint_dir, device)
     sign = 1 if cfg["mode"] == "max" else -1
-    start, best = 1, {"score": -math.inf, "epoch": 0, "model": None, "val_probs": None}
-    if checkpoint_dir:
-        saved = torch.load(Path(checkpoint_dir) / "state.pt", map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        start = saved["epoch"] + 1
-        best = {"score": saved["best_score"], "epoch": saved["best_epoch"],
-                "model": torch.load(Path(checkpoint_dir) / "best_model.pt", map_location=device, weights_only=True),
-                "val_probs": saved.get("best_val_probs")}
-    restored = start > 1
     for epoch in range(start, cfg["epochs"] + 1):
-        if cfg["fail_at_epoch"] == epoch and not restored:
+        if cfg["fail_at_epoch"] == epoch and start == 1:
             raise InjectedFault(f"fault injected at epoch {epoch} (fail_at_epoch)")
         generator = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)  # resume-deterministic
         # Dropout draws from the global RNG, which a checkpoint does not carry: reseed it per epoch too
         # (another stream than the generator's), so a resumed epoch replays the same masks.
         torch.manual_seed(cfg["seed"] * 100_003 + epoch + 50_021)
         t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_one_epoch(step_net, criterion, optimizer, *split["train"], train_batcher,
-                                                cfg["batch_size"], generator, device, amp_dtype)
-        scheduler.step()
+        lr = setup.optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = train_one_epoch(setup.step_net, setup.criterion, setup.optimizer, *setup.split["train"],
+                                                setup.train_batcher, cfg["batch_size"], generator, device,
+                                                setup.amp_dtype, setup.task)
+        setup.scheduler.step()
         train_time = time.perf_counter() - t0
-        val_loss, val_probs = evaluate(step_net, *split["val"], eval_batcher, device, amp_dtype=amp_dtype)
+        val_loss, val_probs = evaluate(setup.step_net, *setup.split["val"], setup.eval_batcher, device,
+                                       amp_dtype=setup.amp_dtype, task=setup.task)
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                   **split_metrics(val_probs, arrays.labels["val"], "val", task, positive, arrays.class_names), "lr": lr,
-                   "epoch_time_s": time.perf_counter() - t0, "images_per_s": len(split["train"][1]) / train_time,
-                   "input_size": size, "device": device.type, **counts}
+                   **split_metrics(val_probs, arrays.labels["val"], "val", setup.task, setup.positive,
+                                   arrays.class_names), "lr": lr,
+                   "epoch_time_s": time.perf_counter() - t0, "images_per_s": len(setup.split["train"][1]) / train_time,
+                   "input_size": setup.input_size, "device": device.type, **setup.counts}
         score = sign * metrics[cfg["metric"]]
         if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            best = {"score": score, "epoch": epoch,
+                    "model": {k: v.detach().clone() for k, v in setup.model.state_dict().items()},
                     "val_probs": torch.from_numpy(val_probs.astype(np.float32))}
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "epoch": epoch, "best_score": best["score"], "best_epoch": best["epoch"], "best_model": best["model"],
-                 "best_val_probs": best["val_probs"]}
+        state = {"model": setup.model.state_dict(), "optimizer": setup.optimizer.state_dict(),
+                 "scheduler": setup.scheduler.state_dict(), "epoch": epoch, "best_score": best["score"],
+                 "best_epoch": best["epoch"], "best_model": best["model"], "best_val_probs": best["val_probs"]}
         if epoch == cfg["epochs"]:
-            model.load_state_dict(best["model"])  # test once, with the weights val chose
-            test_loss, test_probs = evaluate(step_net, *split["test"], eval_batcher, device, amp_dtype=amp_dtype)
-            test_labels = np.asarray(arrays.labels["test"])
-            metrics.update({"test_loss": test_loss,
-                            **split_metrics(test_probs, test_labels, "test", task, positive, arrays.class_names),
-                            "test_n": len(test_labels), "best_epoch": best["epoch"]})
-            if task == "binary" and best["val_probs"] is not None:
-                metrics.update(threshold_metrics(best["val_probs"].cpu().numpy(), np.asarray(arrays.labels["val"]),
-                                                 test_probs, test_labels, positive))
-            # The fingerprints let a paired comparison (or a val-fitted calibration) check both
-            # sides saw the same images.
-            prints = {"test_fingerprint": np.array(arrays.test_fingerprint),
-                      "val_fingerprint": np.array(arrays.split_fingerprint("val")),
-                      "best_epoch": np.array(best["epoch"])}
-            state["test_predictions"] = {"probs": test_probs.astype(np.float32), "labels": test_labels, **prints}
-            if best["val_probs"] is not None:  # None only if a checkpoint from before val was saved
-                state["val_predictions"] = {"probs": best["val_probs"].cpu().numpy(),
-                                            "labels": np.asarray(arrays.labels["val"]), **prints}
+            test_metrics, predictions = test_trial(setup, arrays, best, device)
+            metrics.update(test_metrics)
+            state.update(predictions)
         yield metrics, state
 
 
 def save_checkpoint(state: dict, directory: Path) -> None:
     """Write the last state, the best-by-val weights and (at the end) the test and val predictions."""
-    torch.save({k: v for k, v in state.items() if k not in ("best_model", *PREDICTION_FILES)}, directory / "state.pt")
+    torch.save({k: v for k, v in state.items() if k not in ("best_model", *PREDICTION_KEYS)}, directory / "state.pt")
     torch.save(state["best_model"], directory / "best_model.pt")
-    _save_predictions(state, directory)
-
-
-def _save_predictions(state: dict, directory: Path) -> None:
-    for key in PREDICTION_FILES:
-        if key in state:
-            np.savez(directory / f"{key}.npz", **state[key])
+    save_predictions(state, directory)
 
 
 def _trial_threads() -> int:
@@ -381,4 +362,4 @@ def _save_beside_trial(state: dict) -> None:
     with ``SyncConfig(sync_artifacts=True)``, syncs it to the trial folder on every checkpoint, on
     any node and for reused actors alike. The latest checkpoint holds a copy either way.
     """
-    _save_predictions(state, Path.cwd())
+    save_predictions(state, Path.cwd())

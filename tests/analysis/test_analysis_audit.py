@@ -7,9 +7,10 @@ import json
 import numpy as np
 from analysis_builders import HEALTHY
 
-from analysis.audit import read_split_audits
+from tl.core.results.split_audit import read_split_audits
 from analysis.summarize import main
-from tl.audit import AUDIT_FILE, audit_splits, save_pairs
+from tl.audit import audit_splits, save_pairs
+from tl.core.results import AUDIT_FILE
 
 
 def test_split_audit_section_shows_counts_warning_and_pairs(builder, capsys):

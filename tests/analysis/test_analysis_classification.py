@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.classification import confusion_matrix, macro_auc, roc_curve, roc_curves
+from analysis.classification import confusion_matrix, roc_curve, roc_curves
 from analysis.formatting import format_frame, format_value, markdown_table
-from analysis.load import Predictions
+from tl.core.results import Predictions
 
 
 def test_roc_auc_known_values():
@@ -47,13 +47,36 @@ def test_formatting_rules():
     assert "a\\|b" in markdown_table(text), "pipes escaped in Markdown"
 
 
+def _pairwise_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """AUC by its definition: the share of (positive, negative) pairs ranked right, ties counting half."""
+    pos, neg = scores[positive], scores[~positive]
+    return float(((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean())
+
+
 @pytest.mark.parametrize("n_classes", [2, 3])
-def test_macro_auc_agrees_with_the_trainables_test_auc(n_classes: int):
-    """analysis recomputes test_auc from saved predictions (to bootstrap it): same number as tl's."""
-    from tl.core.metrics import auc as trainable_auc
+def test_task_auc_is_the_positive_class_auc_or_the_macro_one_vs_rest_auc(n_classes: int):
+    """The figure the report bootstraps and the trainable reports as test_auc, against its definition."""
+    from tl.core.metrics import task_auc
 
     rng = np.random.default_rng(n_classes)
     labels = rng.integers(0, n_classes, 300)
     logits = rng.normal(size=(300, n_classes)) + 1.5 * np.eye(n_classes)[labels]
     probs = np.round(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), 2)  # rounding makes ties
-    assert macro_auc(Predictions(probs, labels)) == pytest.approx(trainable_auc(probs, labels), abs=1e-12)
+    if n_classes == 2:  # binary: the positive class's AUC, for either choice of positive
+        for positive in (0, 1):
+            expected = _pairwise_auc(probs[:, positive], labels == positive)
+            assert task_auc(probs, labels, positive) == pytest.approx(expected, abs=1e-12), positive
+    else:
+        expected = np.mean([_pairwise_auc(probs[:, c], labels == c) for c in range(n_classes)])
+        assert task_auc(probs, labels) == pytest.approx(expected, abs=1e-12)
+
+
+def test_multilabel_task_auc_averages_findings_with_both_classes_only():
+    from tl.core.metrics import task_auc
+
+    rng = np.random.default_rng(7)
+    labels = (rng.random((200, 3)) < 0.3).astype(np.int64)
+    labels[:, 2] = 0  # a finding with no positive: no AUC, left out of the mean (not counted as 0.5)
+    probs = np.clip(0.6 * labels + rng.random((200, 3)) * 0.7, 0, 1)
+    expected = np.mean([_pairwise_auc(probs[:, k], labels[:, k] == 1) for k in (0, 1)])
+    assert task_auc(probs, labels) == pytest.approx(expected, abs=1e-12)

@@ -48,10 +48,11 @@ def test_writes_every_output_and_prints_tables(builder, capsys):
     assert "fine-tune vs fixed extractor" in printed, "comparisons printed"
     assert str(out_dir / "report.html") in printed, "written paths printed"
     markdown = (out_dir / "summary.md").read_text()
-    assert "Chosen on val" in printed, "the chosen model printed"
+    assert "recommended model: trial a7a70001" in printed, "the recommended model printed"
     chosen = pd.read_csv(out_dir / "chosen.csv")
-    assert len(chosen) == 1 and chosen.loc[0, "acc_low"] <= chosen.loc[0, "test_acc"] <= chosen.loc[0, "acc_high"]
-    for needle in ("| trial |", "OVERFIT_VAL_LOSS_RISE", "![", "McNemar", "## The chosen model", "test acc [95% CI]"):
+    assert len(chosen) == 1 and chosen.loc[0, "trials"] == "a7a70001"
+    assert chosen.loc[0, "test_acc_low"] <= chosen.loc[0, "test_acc"] <= chosen.loc[0, "test_acc_high"]
+    for needle in ("| trial |", "OVERFIT_VAL_LOSS_RISE", "![", "McNemar", "## Recommended model", "test acc [95% CI]"):
         assert needle in markdown, f"{needle!r} missing from summary.md"
 
 
@@ -132,7 +133,7 @@ def test_multiclass_without_backbone_column(builder, capsys):
     """Three classes and params without backbone/freeze/weights: no crash, sensible defaults."""
     import numpy as np
 
-    from analysis.summary import build_summary
+    from analysis.report_data import build_report_data
 
     labels = np.repeat(np.arange(3), 20)
     exp = builder("three", meta=False)
@@ -141,7 +142,7 @@ def test_multiclass_without_backbone_column(builder, capsys):
         folder = exp.trial(f"abc0000{i}", HEALTHY, test_acc=0.9, predictions=(probs, labels), lr=10.0**-i)
         params = folder / "params.json"
         params.write_text(params.read_text().replace('"backbone"', '"arch"'))
-    summary = build_summary([exp.path])
+    summary = build_report_data([exp.path])
     assert summary.group_by == ["freeze", "weights"], f"default group-by falls back: {summary.group_by}"
     assert "test_sensitivity" not in summary.table.columns, "sensitivity is for two classes only"
     assert all(len(c) == 3 for c in summary.roc.values()), "one-vs-rest ROC per class"
@@ -155,7 +156,7 @@ def test_unexpected_exception_is_one_error_line_not_a_traceback(builder, monkeyp
     def broken(*args, **kwargs):
         raise TypeError("sequence item 3: expected str instance, float found")
 
-    monkeypatch.setattr("analysis.summarize.build_summary", broken)
+    monkeypatch.setattr("analysis.summarize.build_report_data", broken)
     assert main([str(exp.path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unexpected TypeError at test_analysis_cli.py:"), err

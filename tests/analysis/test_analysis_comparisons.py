@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 from analysis_builders import HEALTHY, LABELS, OVERFIT, predictions_from_correct
 
-from analysis.comparisons import chosen_model, compare_trials, paired_comparisons
-from analysis.load import Predictions, load_experiments
-from analysis.tables import trial_table
+from tl.core.errors import TLError
+from analysis.comparisons import compare_trials, paired_comparisons
+from analysis.recommended import figures_row, figures_with_intervals
+from tl.core.recommend import SINGLE_PICK, recommend, recommended_predictions
+from tl.core.results import Predictions, load_experiments
+from tl.core.results import trial_table
 
 
 def _correct(n_right: int, *, offset: int = 0) -> np.ndarray:
@@ -73,24 +76,26 @@ def test_chosen_model_is_picked_on_val_with_intervals_on_test(builder):
     # Better on test, worse on val (best val acc 0.86 < 0.90): must not be the chosen model.
     exp_dir.trial("a6a60012", OVERFIT, test_acc=1.0, predictions=predictions_from_correct(np.ones(LABELS.size, bool)))
     exp = load_experiments([exp_dir.path])
-    chosen = chosen_model(trial_table(exp), exp.predictions, "best_val_acc", "max", n_resamples=500)
-    assert len(chosen) == 1
-    row = chosen.iloc[0]
-    assert row["trial"] == "a6a60011" and row["best_val_acc"] == pytest.approx(0.90)
-    assert row["test_acc"] == pytest.approx(0.8) and row["acc_low"] < 0.8 < row["acc_high"]
-    assert 0.02 < (row["acc_high"] - row["acc_low"]) / 2 < 0.08, "about 1.96 * sqrt(0.16 / 200) = 0.055"
-    assert row["auc_low"] <= row["test_auc"] <= row["auc_high"]
+    rec = recommend(exp)
+    assert rec.kind == SINGLE_PICK and rec.trials == ("a6a60011",) and rec.val == pytest.approx(0.90)
+    _, test = recommended_predictions(rec)
+    row = figures_row(rec, test, figures_with_intervals(exp, test, n_resamples=500)).iloc[0]
+    assert row["test_acc"] == pytest.approx(0.8) and row["test_acc_low"] < 0.8 < row["test_acc_high"]
+    half = (row["test_acc_high"] - row["test_acc_low"]) / 2
+    assert 0.02 < half < 0.08, "about 1.96 * sqrt(0.16 / 200) = 0.055"
+    assert row["test_auc_low"] <= row["test_auc"] <= row["test_auc_high"]
     probs, labels = exp.predictions["a6a60011"][:2]
     predicted = probs.argmax(1)
-    assert row["sensitivity"] == pytest.approx((predicted[labels == 1] == 1).mean())
-    assert row["specificity"] == pytest.approx((predicted[labels == 0] == 0).mean())
+    assert row["test_sensitivity"] == pytest.approx((predicted[labels == 1] == 1).mean())
+    assert row["test_specificity"] == pytest.approx((predicted[labels == 0] == 0).mean())
 
 
 def test_no_tested_trial_means_no_chosen_model(builder):
     exp_dir = builder()
     exp_dir.trial("a6a60021", HEALTHY, epochs_run=3)
     exp = load_experiments([exp_dir.path])
-    assert chosen_model(trial_table(exp), exp.predictions, "best_val_acc", "max").empty
+    with pytest.raises(TLError, match="no tested trial"):
+        recommend(exp)
 
 
 def test_same_labels_but_different_test_fingerprints_are_refused():

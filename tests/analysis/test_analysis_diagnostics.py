@@ -8,8 +8,8 @@ import pytest
 from analysis_builders import HEALTHY
 
 from analysis import diagnostics as dg
-from analysis.load import load_experiments
-from analysis.tables import trial_table
+from tl.core.results import load_experiments
+from tl.core.results import trial_table
 
 
 @pytest.fixture

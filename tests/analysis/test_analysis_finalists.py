@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from analysis_builders import HEALTHY, LABELS, ExperimentBuilder, predictions_with_accuracy
 
-from analysis.load import load_experiments
+from tl.core.results import load_experiments
 from analysis.summarize import main
-from analysis.summary import build_summary
+from analysis.report_data import build_report_data
 
 
 def _curve(best_val: float) -> dict:
@@ -40,7 +40,7 @@ def test_finalist_trials_are_labelled_and_kept_out_of_table_1(builder):
     exp = _experiment_with_finalists(builder)
     loaded = load_experiments([exp.path])
     assert sorted(loaded.trials["stage"]) == ["finalist"] * 4 + ["search"] * 2
-    summary = build_summary([exp.path], n_resamples=200)
+    summary = build_report_data([exp.path], n_resamples=200)
     assert sorted(summary.table["trial"]) == ["5ea00001", "5ea00002"], "Table 1 ranks search trials only"
     assert "recipe_id" not in summary.experiment.frame.columns
     runs = summary.finalists.runs
@@ -49,7 +49,7 @@ def test_finalist_trials_are_labelled_and_kept_out_of_table_1(builder):
 
 def test_winner_is_the_best_mean_val_and_its_ensemble_averages_its_seeds(builder):
     exp = _experiment_with_finalists(builder)
-    fin = build_summary([exp.path], n_resamples=200).finalists
+    fin = build_report_data([exp.path], n_resamples=200).finalists
     recipes = fin.recipes.set_index("recipe_id")
     assert fin.recipes["recipe_id"].iloc[0] == 1 and fin.recipes["winner"].iloc[0], fin.recipes
     assert np.isclose(recipes.loc[1, "val_mean"], 0.945) and np.isclose(recipes.loc[2, "val_mean"], 0.935)
@@ -71,7 +71,7 @@ def test_seed_ensemble_sensitivity_is_of_the_datasets_positive_class(builder):
     meta = json.loads((exp.path / "tl_search.json").read_text())
     meta.setdefault("dataset", {})["positive_class"] = 0
     (exp.path / "tl_search.json").write_text(json.dumps(meta))
-    fin = build_summary([exp.path], n_resamples=50).finalists
+    fin = build_report_data([exp.path], n_resamples=50).finalists
     pred = fin.ensemble_predictions.probs.argmax(1)
     ens = fin.ensemble.iloc[0]
     assert np.isclose(ens["test_sensitivity"], (pred[LABELS == 0] == 0).mean()), ens
@@ -101,7 +101,7 @@ def test_report_and_csv_show_the_finalists(builder, tmp_path, capsys):
 
 def test_a_finalist_seed_that_errored_is_left_out_and_named(builder):
     exp = _experiment_with_finalists(builder, crashed_seed=True)
-    fin = build_summary([exp.path], n_resamples=100).finalists
+    fin = build_report_data([exp.path], n_resamples=100).finalists
     recipes = fin.recipes.set_index("recipe_id")
     assert recipes.loc[2, "n_seeds"] == 2 and np.isclose(recipes.loc[2, "val_mean"], 0.935)
     assert "recipe 2: 2 of 3 seeds ran all their epochs" in fin.notes, fin.notes

@@ -8,9 +8,9 @@ import os
 import pytest
 from analysis_builders import HEALTHY, predictions_with_accuracy
 
-from analysis import AnalysisError
-from analysis.experiments import newest_experiment, read_ray_statuses
-from analysis.load import load_experiments, read_result_rows
+from tl.core.errors import TLError as AnalysisError  # the core raises for folders, analysis for options
+from tl.core.results import newest_experiment, read_ray_statuses
+from tl.core.results import load_experiments, read_result_rows
 
 
 def _status(exp, trial_id):

@@ -8,10 +8,10 @@ import pytest
 from analysis_builders import HEALTHY, OVERFIT
 
 from analysis import AnalysisError
-from analysis.load import load_experiments
-from analysis.tables import (
-    best_per_group, epochs_run_counts, rank_column, rank_trials, seed_repeats, trial_table,
-)
+from tl.core.results import load_experiments
+from analysis.tables import best_per_group, epochs_run_counts, seed_repeats
+from tl.core.choice import rank_trials
+from tl.core.results import rank_column, trial_table
 
 
 @pytest.fixture

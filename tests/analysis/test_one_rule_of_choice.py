@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pandas as pd
 from analysis_builders import HEALTHY
 
-from analysis.summary import build_summary
+from analysis.report_data import build_report_data
 from tl.search import chosen_trial
 
 
@@ -40,10 +40,10 @@ def test_table1_top_row_chosen_model_and_printed_trial_agree(builder):
     exp.trial("c1c10003", _curve([0.96, 0.95], [0.25, 0.15]), test_acc=0.80, planned=2)
     exp.trial("c1c10004", _curve([0.93, 0.94], [0.20, 0.10]), test_acc=0.95, planned=2)
     exp.trial("c1c10005", error="RuntimeError: boom")
-    summary = build_summary([exp.path], n_resamples=50)
+    summary = build_report_data([exp.path], n_resamples=50)
     printed, value = chosen_trial(_results_as_tune_gives_them(exp.path), "val_acc", "max")
     top = summary.table.iloc[0]
     assert top["trial"] == "c1c10003", f"rule: tested first, then best val acc, then val loss; got {top['trial']}"
     assert printed.metrics_dataframe["trial_id"].iloc[-1] == top["trial"], "tl.search prints Table 1's top row"
     assert value == top["best_val_acc"] == 0.96
-    assert summary.chosen["trial"].iloc[0] == top["trial"], "the chosen-model section shows the same trial"
+    assert summary.recommended.recommendation.trials == (top["trial"],), "the recommended model is the same trial"

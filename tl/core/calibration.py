@@ -120,3 +120,39 @@ def fit_operating_point(val_probs: np.ndarray, val_labels: np.ndarray,
     scaled = apply_temperature(val_probs, temperature)[:, positive]
     return OperatingPoint(temperature, threshold_for_sensitivity(scaled, val_labels, target_sensitivity, positive),
                           target_sensitivity, positive)
+
+
+# Why a multilabel bundle keeps temperature 1: one softmax temperature does not apply to K
+# independent sigmoids, and a per-finding fit on 94 val images (chestxray14_1000) with a few
+# positives per finding would fit noise.
+MULTILABEL_CALIBRATION = ("temperature scaling skipped for a multilabel task: K independent sigmoids, "
+                          "too few val positives per finding to fit K temperatures; threshold 0.5 per finding")
+
+
+def calibration_figures(val_probs: np.ndarray, val_labels: np.ndarray, test_probs: np.ndarray,
+                        test_labels: np.ndarray, target: float = TARGET_SENSITIVITY, task: str | None = None,
+                        positive: int | None = 1) -> dict:
+    """Temperature and threshold fitted on val; ECE and sensitivity/specificity measured on test.
+
+    What a bundle's ``model.json`` records. Multilabel: no temperature (``MULTILABEL_CALIBRATION``
+    says why); every finding at 0.5.
+    """
+    if task == "multilabel":
+        k = np.asarray(val_labels).shape[1]
+        return {"temperature": 1.0, "ece_bins": ECE_BINS, "threshold": None, "thresholds": [0.5] * k,
+                "target_sensitivity": None, "calibration_note": MULTILABEL_CALIBRATION}
+    point = fit_operating_point(val_probs, val_labels, target, 1 if positive is None else positive)
+    after = apply_temperature(test_probs, point.temperature)
+    val_after = apply_temperature(val_probs, point.temperature)
+    out = {"temperature": point.temperature, "ece_bins": ECE_BINS,
+           "test_ece_before": expected_calibration_error(test_probs, test_labels),
+           "test_ece_after": expected_calibration_error(after, test_labels),
+           "val_ece_before": expected_calibration_error(val_probs, val_labels),
+           "val_ece_after": expected_calibration_error(val_after, val_labels),
+           "threshold": point.threshold, "target_sensitivity": point.target_sensitivity}
+    if point.threshold is not None:
+        pos = point.positive_class
+        vs = sensitivity_specificity(val_after[:, pos], val_labels, point.threshold, pos)
+        ts = sensitivity_specificity(after[:, pos], test_labels, point.threshold, pos)
+        out.update(val_sensitivity=vs[0], val_specificity=vs[1], test_sensitivity=ts[0], test_specificity=ts[1])
+    return out

@@ -1,23 +1,53 @@
 """Finalists over seeds: which search trials are re-trained, with which seeds, and how they score.
 
-Pure Python, numpy and pandas (no Ray, no torch), so ``tl.search`` and ``analysis`` share it.
 After the search, the top K tested recipes by the rule of choice are re-trained for their full
-epochs with S new seeds each; the winner is the recipe with the best mean val metric
-(:func:`tl.core.choice.rank_recipes`), and its seeds' test probabilities are averaged into one
-ensemble.
+epochs with S new seeds each (:func:`finalist_configs`; ``tl.finalist_stage`` runs them on Ray).
+Read back from the experiment folder, each recipe gets its val mean ± std over seeds; the winner is
+the recipe with the best mean val metric (:func:`tl.core.choice.rank_recipes`), and its seeds' test
+probabilities are averaged into one ensemble with bootstrap intervals (:func:`build_finalists`).
+The console and the report print :func:`finalist_lines` of the same result, so they cannot disagree.
+Pure Python, numpy and pandas.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from tl.core.choice import rank_recipes
+from tl.core.choice import rank_recipes, recipe_rule_text
 from tl.core.errors import TLError
+from tl.core.metrics import split_metrics
+from tl.core.results.files import (RECIPE_KEY, SOURCE_KEY, STAGE, STAGE_KEY, Predictions, mean_predictions,
+                                   positive_index)
+from tl.core.results.load import Experiment
+from tl.core.results.rows import rank_column, trial_table
+from tl.core.stats import CI_LEVEL, N_RESAMPLES, SEED, bootstrap_interval
 
-STAGE_KEY, STAGE = "stage", "finalist"  # config keys that mark a finalist trial
-RECIPE_KEY, SOURCE_KEY = "recipe_id", "source_trial"
-FINALIST_DIR = "finalists"  # the finalist stage's Tuner folder inside the experiment folder
 DEFAULT_SEEDS = 3
+RECIPE_COLUMNS = ("backbone", "weights", "freeze", "lr", "batch_size", "weight_decay", "image_size", "epochs")
+# The statistics bootstrapped for the seed ensemble, computed by tl.core.metrics.split_metrics (the task
+# follows the shapes: multi-hot labels are multilabel, where test_auc is the mean AUC over findings);
+# sensitivity/specificity (of the dataset's positive class) for two classes only.
+ENSEMBLE_STATS = ("test_acc", "test_auc", "test_sensitivity", "test_specificity")
+
+SHORT_NAMES = {"test_acc": "acc", "test_auc": "AUC", "test_sensitivity": "sensitivity",
+               "test_specificity": "specificity"}
+
+
+
+class Finalists(NamedTuple):
+    """The finalist stage of one experiment, computed."""
+
+    runs: pd.DataFrame  # one row per finalist trial: recipe_id, seed, status, epochs, val and test figures
+    recipes: pd.DataFrame  # one row per recipe, winner first (tl.core.finalists.recipe_summary + its config)
+    ensemble: pd.DataFrame  # the winner's seed ensemble: one row of test figures with intervals, or none
+    protocol: str  # the selection protocol in one sentence
+    metric: str
+    notes: list[str]
+    # the winner's seed ensemble itself (mean test probabilities), for comparisons with other models
+    ensemble_predictions: Predictions | None = None
+    ensemble_trials: tuple[str, ...] = ()
 
 
 def parse_count(flag: str, raw) -> int:
@@ -95,20 +125,134 @@ def recipe_summary(runs: pd.DataFrame, val_column: str, mode: str) -> pd.DataFra
     return ranked[columns]
 
 
-def seed_ensemble(probs: list[np.ndarray], labels: list[np.ndarray],
-                  fingerprints: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Return (mean of the seeds' test probabilities, the shared labels).
+def finalist_runs(exp: Experiment) -> pd.DataFrame:
+    """Return one row per finalist trial: its recipe, seed, status, epochs and val/test figures."""
+    table = trial_table(exp)
+    keep = ["trial", "epochs_run", "status", rank_column(exp.meta["metric"]), "best_val_loss", "test_acc", "test_auc"]
+    config = [c for c in (RECIPE_KEY, "seed", SOURCE_KEY, *RECIPE_COLUMNS) if c in exp.trials.columns]
+    runs = exp.trials[["trial", *config]].merge(table[[c for c in keep if c in table.columns]], on="trial")
+    runs[RECIPE_KEY] = pd.to_numeric(runs[RECIPE_KEY], errors="coerce").astype(int)
+    return runs.sort_values([RECIPE_KEY, "seed"], kind="mergesort").reset_index(drop=True)
 
-    Raises:
-        ValueError: no seeds, or the seeds were not tested on one split (test fingerprints,
-            labels or shapes differ); averaging them would mix images.
+
+def ensemble_figures(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed: int = SEED,
+                     positive: int = 1) -> dict:
+    """Return each test statistic of ``pred`` with its percentile bootstrap interval.
+
+    Keys ``test_acc``, ``test_acc_low``, ``test_acc_high``, likewise ``test_auc`` and, for two
+    classes, ``test_sensitivity`` and ``test_specificity``; ``n`` the test images.
     """
-    if not probs:
-        raise ValueError("no finalist seed saved test predictions")
-    known = {f for f in fingerprints if f}
-    if len(known) > 1:
-        raise ValueError(f"the seeds' test fingerprints differ ({', '.join(sorted(known))}): "
-                         "not one test split, no ensemble")
-    if any(p.shape != probs[0].shape for p in probs) or any(not np.array_equal(y, labels[0]) for y in labels):
-        raise ValueError("the seeds' test labels differ: not one test split, no ensemble")
-    return np.mean(np.stack([np.asarray(p, dtype=np.float64) for p in probs]), axis=0), labels[0]
+    out: dict = {"n": len(pred.labels)}
+    for name in ENSEMBLE_STATS:
+        if name in ("test_sensitivity", "test_specificity") and (pred.probs.shape[1] != 2 or pred.multilabel):
+            continue
+        def stat(idx: np.ndarray, name: str = name) -> float:
+            return split_metrics(pred.probs[idx], pred.labels[idx], "test", None, positive)[name]
+        ci = bootstrap_interval(stat, len(pred.labels), n_resamples=n_resamples, seed=seed)
+        out.update({name: ci.value, f"{name}_low": ci.low, f"{name}_high": ci.high})
+    return out
+
+
+def winner_members(runs: pd.DataFrame, winner: int, predictions: dict[str, Predictions]) -> tuple[str, ...]:
+    """The winning recipe's seed trials that ran all their epochs and saved test predictions."""
+    mine = runs[(runs[RECIPE_KEY] == winner) & runs["test_acc"].notna()]
+    return tuple(t for t in mine["trial"] if t in predictions)
+
+
+def _winner_ensemble(runs: pd.DataFrame, winner: int, predictions: dict[str, Predictions], *,
+                     n_resamples: int, seed: int, positive: int) -> tuple[pd.DataFrame, list[str], Predictions | None, tuple]:
+    """(figures row, notes, the ensemble's predictions, its member trials)."""
+    members = winner_members(runs, winner, predictions)
+    try:
+        pred = mean_predictions([predictions[t] for t in members], "winner's seed ensemble")
+    except TLError as exc:
+        return pd.DataFrame(), [str(exc)], None, ()
+    row = {RECIPE_KEY: winner, "n_seeds": len(members), "test_fingerprint": pred.fingerprint,
+           **ensemble_figures(pred, n_resamples=n_resamples, seed=seed, positive=positive)}
+    return pd.DataFrame([row]), [], pred, members
+
+
+def protocol_text(meta: dict, runs: pd.DataFrame, metric: str, mode: str) -> str:
+    """Return the selection protocol in one sentence, from ``tl_search.json``'s ``finalists`` record."""
+    plan = meta.get("finalists") if isinstance(meta.get("finalists"), dict) else {}
+    k = plan.get("k", runs[RECIPE_KEY].nunique())
+    seeds = plan.get("seeds") or sorted(runs["seed"].dropna().astype(int).unique())
+    tested = plan.get("candidates")
+    pool = f"the {k} best of {tested} tested search trials" if tested is not None \
+        else f"the {k} best tested search trials"
+    return (f"Finalists: {pool} by the rule of choice ({metric}, validation only) were re-trained for their full "
+            f"epochs without early stopping, with seeds {', '.join(map(str, seeds))} (none the search used); "
+            f"the winner is {recipe_rule_text(metric, mode)}, and test figures never select.")
+
+
+def build_finalists(exp: Experiment, *, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> Finalists:
+    """Compute the finalist stage of ``exp`` (its finalist part, see :func:`split_stages`)."""
+    metric, mode = str(exp.meta["metric"]), str(exp.meta["mode"])
+    notes = []
+    if exp.trials["experiment"].nunique() > 1:
+        first = exp.trials["experiment"].iloc[0]
+        notes.append(f"finalists of several experiments: showing {first}'s")
+        exp = exp._replace(trials=exp.trials[exp.trials["experiment"] == first].reset_index(drop=True))
+    runs = finalist_runs(exp)
+    recipes = recipe_summary(runs, rank_column(metric), mode)  # winner first
+    config = runs.drop_duplicates(RECIPE_KEY)[[c for c in (RECIPE_KEY, SOURCE_KEY, *RECIPE_COLUMNS) if c in runs]]
+    recipes = recipes.merge(config, on=RECIPE_KEY, how="left")
+    recipes = recipes[[RECIPE_KEY, *[c for c in config.columns if c != RECIPE_KEY],
+                       *[c for c in recipes.columns if c not in config.columns]]]
+    planned = runs[RECIPE_KEY].value_counts()
+    notes += [f"recipe {r}: {n} of {planned[r]} seeds ran all their epochs"
+              for r, n in zip(recipes[RECIPE_KEY], recipes["n_seeds"]) if n < planned[r]]
+    ensemble, pred, members = pd.DataFrame(), None, ()
+    if len(recipes) and recipes["winner"].iloc[0]:
+        ensemble, more, pred, members = _winner_ensemble(runs, int(recipes[RECIPE_KEY].iloc[0]), exp.predictions,
+                                                         n_resamples=n_resamples, seed=seed,
+                                                         positive=positive_index(exp.meta))
+        notes += more
+    return Finalists(runs, recipes, ensemble, protocol_text(exp.meta, runs, metric, mode), metric, notes,
+                     pred, members)
+
+
+def _mean_std(mean: float, std: float, n: int) -> str:
+    if pd.isna(mean):
+        return "-"
+    spread = f" ± {std:.4f}" if pd.notna(std) else " (one seed)"
+    return f"{mean:.4f}{spread} over {n} seed{'' if n == 1 else 's'}"
+
+
+def _interval(row: pd.Series, name: str) -> str:
+    return f"{row[name]:.4f} [{row[name + '_low']:.4f}, {row[name + '_high']:.4f}]"
+
+
+def finalist_lines(fin: Finalists) -> list[str]:
+    """Return the finalist stage as console lines (indented ones belong to the line above).
+
+    One line per recipe (val mean ± std), the winner with its test mean ± std over seeds, and
+    the seed ensemble's test figures with their bootstrap intervals.
+    """
+    lines = []
+    for _, r in fin.recipes.iterrows():
+        what = " ".join(str(r[c]) for c in ("backbone", "weights", "freeze") if c in r and pd.notna(r[c]))
+        lr = f" lr={r['lr']:.3g}" if "lr" in r and pd.notna(r["lr"]) else ""
+        lines.append(f"  recipe {r[RECIPE_KEY]} (search trial {r.get(SOURCE_KEY, '?')}: {what}{lr}): "
+                     f"{fin.metric} {_mean_std(r['val_mean'], r['val_std'], r['n_seeds'])}")
+    if not len(fin.recipes) or not fin.recipes["winner"].iloc[0]:
+        return [*lines, "finalist winner: none (no finalist ran all its epochs)"]
+    w = fin.recipes.iloc[0]
+    # AUC too: for multilabel it is the mean AUC over findings, the figure that says something there
+    lines.append(f"finalist winner: recipe {w[RECIPE_KEY]} (best mean {fin.metric}); test acc "
+                 f"{_mean_std(w['test_acc_mean'], w['test_acc_std'], w['n_seeds'])}; test AUC "
+                 f"{_mean_std(w['test_auc_mean'], w['test_auc_std'], w['n_seeds'])}")
+    if len(fin.ensemble):
+        e = fin.ensemble.iloc[0]
+        figures = [f"{SHORT_NAMES[name]} {_interval(e, name)}" for name in ENSEMBLE_STATS
+                   if name in e and pd.notna(e[name])]
+        lines.append(f"  seed ensemble (mean probabilities of {e['n_seeds']} seeds, {e['n']} test images, "
+                     f"{int(CI_LEVEL * 100)}% bootstrap CI): " + ", ".join(figures))
+    return lines
+
+
+def winner_recipe(exp: Experiment) -> int | None:
+    """The finalist stage's winning recipe id (None if no finalist ran all its epochs), without
+    computing the seed ensemble's bootstrap intervals as :func:`build_finalists` does."""
+    recipes = recipe_summary(finalist_runs(exp), rank_column(str(exp.meta["metric"])), str(exp.meta["mode"]))
+    return int(recipes[RECIPE_KEY].iloc[0]) if len(recipes) and recipes["winner"].iloc[0] else None

@@ -90,6 +90,35 @@ def findings_left_out(labels: np.ndarray, names: list[str] | tuple[str, ...]) ->
     return [str(names[k]) for k in range(labels.shape[1]) if labels[:, k].min() == labels[:, k].max()]
 
 
+def correct_mask(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Boolean (N,): whether each image is right: argmax equals the label, or (multilabel: labels
+    (N, K)) every finding is right at 0.5 (exact match)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return ((np.asarray(probs) >= 0.5) == labels.astype(bool)).all(axis=1)
+    return np.asarray(probs).argmax(axis=1) == labels
+
+
+def label_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The ``acc`` a split reports: argmax accuracy, or (multilabel) MedMNIST's ACC, the share of
+    (image, finding) labels right at 0.5."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return float(((np.asarray(probs) >= 0.5) == labels.astype(bool)).mean())
+    return float(correct_mask(probs, labels).mean())
+
+
+def task_auc(probs: np.ndarray, labels: np.ndarray, positive: int = 1) -> float:
+    """The ``auc`` a split reports: the positive class's AUC for two classes, the macro one-vs-rest AUC
+    over the classes present for more, and (multilabel) the mean AUC over findings that have both a
+    positive and a negative in ``labels``."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        aucs = per_finding_auc(probs, labels)
+        return float(np.nanmean(aucs)) if (~np.isnan(aucs)).any() else float("nan")
+    return auc(probs, labels, positive)
+
+
 def multilabel_metrics(probs: np.ndarray, labels: np.ndarray, prefix: str,
                        names: list[str] | tuple[str, ...] | None = None) -> dict:
     """Mean AUC, per-finding AUC (``{prefix}_auc_<name>``), mAP, MedMNIST ACC and exact match."""
@@ -98,11 +127,10 @@ def multilabel_metrics(probs: np.ndarray, labels: np.ndarray, prefix: str,
     aucs = per_finding_auc(probs, labels)
     valid = ~np.isnan(aucs)
     aps = np.array([average_precision(probs[:, k], labels[:, k]) for k in range(labels.shape[1])])
-    called = probs >= 0.5
     out = {f"{prefix}_auc": float(aucs[valid].mean()) if valid.any() else float("nan"),
            f"{prefix}_map": float(aps[valid].mean()) if valid.any() else float("nan"),
-           f"{prefix}_acc": float((called == labels).mean()),
-           f"{prefix}_exact_match": float((called == labels).all(1).mean())}
+           f"{prefix}_acc": label_accuracy(probs, labels),
+           f"{prefix}_exact_match": float(correct_mask(probs, labels).mean())}
     out.update({f"{prefix}_auc_{finding_key(n)}": float(a) for n, a in zip(names, aucs)})
     return out
 
@@ -129,7 +157,7 @@ def split_metrics(probs: np.ndarray, labels: np.ndarray, prefix: str, task: str 
         return multilabel_metrics(probs, labels, prefix, names)
     positive = 1 if positive is None else positive
     pred = probs.argmax(1)
-    out = {f"{prefix}_acc": float((pred == labels).mean()), f"{prefix}_auc": auc(probs, labels, positive),
+    out = {f"{prefix}_acc": label_accuracy(probs, labels), f"{prefix}_auc": auc(probs, labels, positive),
            f"{prefix}_balanced_acc": balanced_accuracy(pred, labels)}
     if task == "binary":
         pos, neg = labels == positive, labels != positive

@@ -1,6 +1,6 @@
 """The split audit a search recorded: counts from ``tl_search.json`` (``split_audit``) and the
 duplicate pairs' thumbnails from ``split_audit.npz``, both written by ``tl.search`` before Ray
-started. Reading only; the report draws them."""
+started (``tl.audit`` computes them). Reading only; the report draws them."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.experiments import SEARCH_FILE
-from tl.audit import AUDIT_FILE  # the file tl.search writes beside tl_search.json
+from tl.core.results.files import AUDIT_FILE, SEARCH_FILE, dataset_record
 
 COLUMNS = ["experiment", "splits", "exact duplicate pairs", "near duplicate pairs",
            "images with exact duplicate", "images with near duplicate", "groups in both"]
@@ -50,7 +49,7 @@ def _counts(name: str, record: dict) -> pd.DataFrame:
 
 
 def _grouping(meta: dict) -> str | None:
-    dataset = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    dataset = dataset_record(meta)
     split = dataset.get("split") if isinstance(dataset.get("split"), dict) else {}
     groups = split.get("groups")
     if not isinstance(groups, dict) or not isinstance(groups.get("splits"), dict):
