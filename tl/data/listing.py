@@ -1,0 +1,106 @@
+"""A dataset before decoding (``Listing``: image files, labels, official splits, groups), and the one
+path from it to ``DatasetArrays``: carve the missing splits, decode every file once, record it all.
+
+A folder tree (``tl.data.imagefolder``) and a label table (``tl.data.tabular``) both end as a
+``Listing``, so carving, decoding, skipping unreadable files and the split record are written once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tl.data.arrays import SPLITS, DatasetArrays
+from tl.data.carve import group_split, stratified_split
+from tl.data.decode import decode_images, summarize_decode_records
+from tl.data.groups import groups_record
+
+
+@dataclass
+class Listing:
+    """Image files and their labels per official split (``train`` always; ``val``/``test`` if shipped)."""
+
+    name: str
+    root: Path  # file names are recorded relative to it
+    files: dict[str, list[Path]]
+    labels: dict[str, np.ndarray]  # (N,) class indices, or (N, K) findings: 1, 0, -1 (uncertain)
+    class_names: list[str]
+    groups: dict[str, np.ndarray] | None = None  # patient (group) key per file, per split it covers
+    group_source: str = ""
+    unmatched: int = 0  # files that matched no group and stand alone
+    record: dict = field(default_factory=dict)  # what the source says about itself (folder root, table)
+
+
+def stratify_key(labels: np.ndarray) -> np.ndarray:
+    """One stratum per image: its class; for findings (N, K), its rarest positive finding (K: none), so
+    a carve keeps rare findings on both sides."""
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+        return labels
+    positive = labels == 1
+    rarity = np.argsort(np.argsort(positive.sum(0), kind="stable"), kind="stable")  # 0 = rarest finding
+    ranked = np.where(positive, rarity[None, :], labels.shape[1])
+    return np.where(positive.any(1), np.argmin(ranked, axis=1), labels.shape[1])
+
+
+def carve_splits(listing: Listing, seed: int, val_fraction: float, test_fraction: float) -> tuple[dict, dict, dict, dict]:
+    """Carve the splits the listing lacks out of train: stratified and seeded, disjoint by group when
+    train has groups. Returns (files, labels, groups, carved record) per split."""
+    files = {s: list(v) for s, v in listing.files.items()}
+    labels = dict(listing.labels)
+    groups = dict(listing.groups or {})
+    carved_record = {}
+    for split, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if split in files:
+            continue
+        key = stratify_key(labels["train"])
+        if "train" in groups:
+            kept, carved = group_split(key, groups["train"], fraction, seed)
+            groups[split], groups["train"] = groups["train"][carved], groups["train"][kept]
+        else:
+            kept, carved = stratified_split(key, fraction, seed)
+        files[split] = [files["train"][i] for i in carved]
+        labels[split] = labels["train"][carved]
+        files["train"] = [files["train"][i] for i in kept]
+        labels["train"] = labels["train"][kept]
+        carved_record[split] = {"fraction": fraction, "from": "train", "n": len(carved),
+                                "by": "label and group" if "train" in groups else "label",
+                                "files": [str(p.relative_to(listing.root)) for p in files[split]]}
+    return files, labels, groups, carved_record
+
+
+def decode_splits(files: dict[str, list[Path]], image_size: int, skip_bad: bool) -> tuple[dict, dict, dict, list]:
+    """Decode each split's files at ``image_size``: (images, kept indices, unreadable paths) per split,
+    and every file's decoding record."""
+    images, kept, bad, records = {}, {}, {}, []
+    for split in SPLITS:
+        images[split], kept[split], bad[split] = decode_images(files[split], image_size, skip_bad, records=records)
+    return images, kept, bad, records
+
+
+def build_arrays(listing: Listing, image_size: int, *, seed: int = 0, skip_bad: bool = False,
+                 val_fraction: float = 0.1, test_fraction: float = 0.15) -> DatasetArrays:
+    """Carve, decode and record: the ``DatasetArrays`` of a listing at ``image_size``.
+
+    The split record holds the seed, what was carved (fractions, files), the groups of each split,
+    the files skipped as unreadable and a summary of how files were decoded (formats, DICOM VOI, ...).
+    """
+    files, labels, groups, carved = carve_splits(listing, seed, val_fraction, test_fraction)
+    images, kept, bad, records = decode_splits(files, image_size, skip_bad)
+    record = {**listing.record, "seed": seed, "carved": carved, "decoding": summarize_decode_records(records)}
+    for split in SPLITS:
+        labels[split] = labels[split][kept[split]]
+        files[split] = [files[split][i] for i in kept[split]]
+        if split in groups:
+            groups[split] = groups[split][kept[split]]
+    if groups:
+        record["groups"] = groups_record({s: groups[s] for s in SPLITS if s in groups}, listing.group_source,
+                                         listing.unmatched)
+    skipped = {s: v for s, v in bad.items() if v}
+    if skipped:
+        record["skipped_bad_images"] = skipped
+        print(f"[tl.data] skipped {sum(map(len, skipped.values()))} unreadable images: "
+              f"{', '.join(p for v in skipped.values() for p in v[:3])}")
+    names = {s: [str(p.relative_to(listing.root)) for p in files[s]] for s in SPLITS}
+    return DatasetArrays(listing.name, images, labels, listing.class_names, record, names=names)
