@@ -190,6 +190,71 @@ def _overview(data: ReportData) -> Section:
     return Section("Overview", paragraphs, [], [])
 
 
+def label_table(meta: dict) -> pd.DataFrame:
+    """Per class (finding): positives per split with their share, and uncertain (-1) labels, from
+    ``tl_search.json``'s ``label_counts``; the table's blank cells (read as 0) when a label table was read."""
+    dataset = dataset_record(meta)
+    counts = dataset.get("label_counts")
+    if not isinstance(counts, dict) or not counts:
+        return pd.DataFrame()
+    table_counts = ((dataset.get("split") or {}).get("table") or {}).get("labels", {}).get("counts", {})
+    rows = []
+    for name in next(iter(counts.values())):
+        row = {"class / finding": name}
+        for split, per in counts.items():
+            c = per.get(name, {})
+            n = max(int(c.get("n", 0)), 1)
+            row[split] = f"{int(c.get('positive', 0)):,} ({c.get('positive', 0) / n:.1%})"
+        uncertain = sum(int(per.get(name, {}).get("uncertain", 0)) for per in counts.values())
+        blank = table_counts.get(name, {}).get("blank") if isinstance(table_counts.get(name), dict) else None
+        if uncertain or any("uncertain" in per.get(name, {}) for per in counts.values()):
+            row["uncertain (-1)"] = f"{uncertain:,}"
+        if blank is not None:
+            row["blank (= 0)"] = f"{int(blank):,}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _data_section(data: ReportData) -> Section:
+    """Where the data came from: a label table's source, columns and groups; labels per split."""
+    dataset = dataset_record(data.experiment.meta)
+    split = dataset.get("split") if isinstance(dataset.get("split"), dict) else {}
+    paragraphs = []
+    table = split.get("table") if split.get("source") == "label table" else None
+    if table:
+        labels = table.get("labels", {})
+        paths = table.get("path_column", {})
+        paragraphs.append(
+            f"Label table {table.get('table')}: {table.get('rows_kept', '?'):,} images from "
+            f"{table.get('rows_read', '?'):,} rows; image paths from column {paths.get('column')!r} "
+            f"(resolved: {', '.join(f'{k} {v:,}' for k, v in paths.get('resolved', {}).items() if v)}); labels "
+            f"from {', '.join(map(repr, labels.get('columns', [])))} ({labels.get('mode')})"
+            + (f", {labels.get('no_finding')!r} meaning no finding" if labels.get("no_finding") else "")
+            + (f"; {table['duplicates']['rows_merged']:,} duplicate rows merged"
+               if (table.get("duplicates") or {}).get("rows_merged") else "") + ".")
+        uncertain = (data.experiment.meta.get("space") or {}).get("uncertain")
+        params = ((data.experiment.meta.get("space") or {}).get("params") or {}).get("uncertain")
+        if params or uncertain:
+            paragraphs.append("Uncertain (-1) findings: training " + (f"searched over {params}" if params else
+                              f"policy {uncertain}") + "; val and test leave them out of every metric.")
+    groups = split.get("groups")
+    if isinstance(groups, dict):
+        paragraphs.append(f"Groups (patients) from {groups.get('source')}: " + ", ".join(
+            f"{s} {g.get('n_groups', 0):,}" for s, g in (groups.get("splits") or {}).items()) + ".")
+    decoding = split.get("decoding")
+    if isinstance(decoding, dict) and decoding.get("n"):
+        paragraphs.append("Decoded: " + ", ".join(f"{k} {v:,}" for k, v in (decoding.get("format") or {}).items())
+                          + (f"; DICOM VOI {decoding['voi']}" if decoding.get("voi") else "")
+                          + (f"; {decoding['inverted']:,} MONOCHROME1 inverted" if decoding.get("inverted") else "")
+                          + (f"; {decoding['mapped_by_range']:,} mapped to 8 bits by range"
+                             if decoding.get("mapped_by_range") else "") + ".")
+    counts = label_table(data.experiment.meta)
+    tables = [("Labels per split (positives and share)", format_frame(counts))] if len(counts) else []
+    if not paragraphs and not tables:
+        return Section("Data", ["No label counts recorded (the search predates them)."], [], [])
+    return Section("Data", paragraphs, tables, [])
+
+
 def repeatability_text(meta: dict) -> str:
     """Whether rerunning the search's command would repeat its trials and its choice, from its args."""
     args = meta.get("args") if isinstance(meta.get("args"), dict) else None
@@ -262,6 +327,7 @@ def report_sections(data: ReportData) -> list[Section]:
         _calibration_section(data),
         *finalists,
         _overview(data),
+        _data_section(data),
         _audit_section(data),
         Section(f"Top {len(data.top)} trials", [], [("", top_table(data))], ["curves_top"]),
         Section("Table 1: every trial", [

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tl.core.errors import TLError
+from tl.data.tabular import add_table_arguments, table_options_from_args
 from tl.data.groups import group_overlap
 
 SPLITS = ("train", "val", "test")
@@ -306,13 +307,14 @@ def save_pairs(path: Path, pairs: dict) -> None:
     np.savez_compressed(path, **pairs)
 
 
-def _load_for_audit(dataset: str, image_size: int, groups: str | None, seed: int):
+def _load_for_audit(dataset: str, image_size: int, groups: str | None, seed: int, table: dict | None = None):
     """Images, names and group record of a dataset; a multi-label .npz is read raw."""
     from tl.data import load_dataset, resolve_dataset_path
     from tl.data.groups import groups_from_regex, groups_record
+    from tl.data.tabular import is_table
 
     path = resolve_dataset_path(dataset, None, offline=True)
-    if path.is_file():  # read raw: the audit needs no labels, so multi-label sets work too
+    if path.is_file() and not is_table(path):  # read raw: the audit needs no labels, so multi-label sets work too
         with np.load(path) as npz:
             images = {s: npz[f"{s}_images"] for s in SPLITS if f"{s}_images" in npz.files}
             names = {s: [str(n) for n in npz[f"{s}_names"]] for s in SPLITS if f"{s}_names" in npz.files}
@@ -327,21 +329,23 @@ def _load_for_audit(dataset: str, image_size: int, groups: str | None, seed: int
             record = groups_record({s: keys[bounds[i]:bounds[i + 1]] for i, s in enumerate(SPLITS) if s in names},
                                    f"regex {groups}", missed)
         return images, names, record
-    arrays = load_dataset(dataset, image_size, seed=seed, groups=groups)
+    arrays = load_dataset(dataset, image_size, seed=seed, groups=groups, table=table)
     return arrays.images, arrays.names, arrays.split_record.get("groups")
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tl.audit DATASET [--groups REGEX]``: the split audit alone, printed."""
     p = argparse.ArgumentParser(prog="python -m tl.audit", description=main.__doc__)
-    p.add_argument("dataset", help=".npz file or ImageFolder root")
+    p.add_argument("dataset", help=".npz file, ImageFolder root, or a .csv/.tsv label table (with --labels)")
     p.add_argument("--groups", metavar="REGEX", help="patient id: first capture group of REGEX in each path")
     p.add_argument("--image-size", type=int, default=64, help="ImageFolder decode size (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of a carved split (default 0)")
+    add_table_arguments(p)
     args = p.parse_args(argv)
     try:
         t0 = time.perf_counter()
-        images, names, groups = _load_for_audit(args.dataset, args.image_size, args.groups, args.seed)
+        images, names, groups = _load_for_audit(args.dataset, args.image_size, args.groups, args.seed,
+                                                table_options_from_args(args))
         load_s = time.perf_counter() - t0
         record, _ = audit_splits(images, names=names, groups=groups)
     except TLError as exc:

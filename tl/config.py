@@ -20,6 +20,9 @@ DEFAULTS: dict = {
     "task": None, "positive_class": None,
     # "balanced": inverse-frequency class weights (multilabel: per-finding pos_weight = negatives / positives).
     "class_weight": "none",
+    # Label tables (tl.data.tabular.TableOptions as a dict) and what training does with uncertain (-1)
+    # findings: ignore (masked out of the loss), zeros or ones. Val and test always leave them out.
+    "table": None, "uncertain": "ignore",
 }
 
 OPTIMIZERS = {

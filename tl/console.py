@@ -79,6 +79,47 @@ def space_summary(space: SearchSpace) -> list[str]:
     return lines
 
 
+def dataset_summary(arrays, uncertain: str | list = "ignore") -> list[str]:
+    """The dataset in a few lines: task and classes; for a label table its source, label columns,
+    per-finding prevalence per split, uncertain and blank labels with the policy, and the group source.
+
+    Args:
+        arrays: the driver's ``DatasetArrays``.
+        uncertain: the trials' policy for uncertain findings (a list when the search varies it).
+    """
+    what = "findings" if arrays.task == "multilabel" else "classes"
+    lines = [f"task {arrays.task}: {arrays.num_classes} {what}"
+             + (f", positive class {arrays.class_names[arrays.positive_index]!r}" if arrays.task == "binary" else "")]
+    record = arrays.split_record
+    table = record.get("table") if record.get("source") == "label table" else None
+    if table:
+        labels = table.get("labels", {})
+        lines.append(f"label table {table.get('table')}: {table.get('rows_kept', '?'):,} images, labels "
+                     f"{', '.join(map(str, labels.get('columns', [])))} ({labels.get('mode', '?')}), paths from "
+                     f"{table.get('path_column', {}).get('column', '?')}")
+    if arrays.task == "multilabel":
+        from tl.data.tabular import label_counts
+
+        counts = label_counts(arrays.labels, arrays.class_names)
+        blank = (table or {}).get("labels", {}).get("counts", {})
+        parts = []
+        for name in arrays.class_names:
+            shares = "/".join(f"{counts[s][name]['positive'] / max(counts[s][name]['n'], 1):.1%}" for s in counts)
+            unsure = sum(counts[s][name]["uncertain"] for s in counts)
+            blanks = blank.get(name, {}).get("blank", 0) if isinstance(blank.get(name), dict) else 0
+            parts.append(f"{name} {shares}" + (f" ({unsure:,} uncertain)" if unsure else "")
+                         + (f" ({blanks:,} blank = 0)" if blanks else ""))
+        lines += _pack("prevalence train/val/test:", parts)
+        if any(counts[s][n]["uncertain"] for s in counts for n in arrays.class_names):
+            policy = "searched over " + ", ".join(uncertain) if isinstance(uncertain, list) else uncertain
+            lines.append(f"uncertain (-1) findings in training: {policy}; val and test leave them out of every metric")
+    groups = record.get("groups")
+    if groups:
+        lines.append(f"groups: {groups.get('source', '?')}, "
+                     + ", ".join(f"{s} {g['n_groups']:,}" for s, g in groups.get("splits", {}).items()))
+    return lines
+
+
 def resume_command(argv: list[str], name: str) -> str:
     """Return the command that continues this search: the same arguments plus ``--name NAME --resume``."""
     kept, skip = [], False

@@ -100,7 +100,7 @@ def _load_arrays(cfg: dict, data_dir: str | None, want_fingerprint: str, split_s
     seed = cfg["seed"] if split_seed is None else split_seed
     arrays = load_dataset(cfg["dataset"], cfg["image_size"], data_dir or cfg["data_dir"], offline=True,
                           seed=seed, groups=cfg.get("groups"), skip_bad=skip_bad, task=cfg.get("task"),
-                          positive_class=cfg.get("positive_class"))
+                          positive_class=cfg.get("positive_class"), table=cfg.get("table"))
     if want_fingerprint and arrays.test_fingerprint != want_fingerprint:
         raise TLError(f"dataset {cfg['dataset']}: its test split is not the one the trial was tested on "
                       f"(fingerprint {arrays.test_fingerprint}, saved {want_fingerprint}); the data changed")

@@ -78,9 +78,11 @@ def to_probs(logits: torch.Tensor, task: str) -> torch.Tensor:
 
 def batch_correct(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
     """Correct labels in a batch, on the device (no host sync): argmax hits, or (multilabel) the per-image
-    share of findings right at 0.5, which sums to MedMNIST's ACC (``tl.core.metrics.label_accuracy``)."""
+    share of decided findings right at 0.5, which sums to MedMNIST's ACC (``tl.core.metrics.label_accuracy``)."""
     if task == "multilabel":
-        return ((logits > 0) == (labels > 0.5)).float().mean(1).sum()
+        decided = labels >= 0
+        right = ((logits > 0) == (labels > 0.5)) & decided
+        return (right.float().sum(1) / decided.float().sum(1).clamp(min=1)).sum()
     return (logits.argmax(1) == labels).sum()
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from tl.core.errors import TLError
 from tl.core.finalists import DEFAULT_SEEDS
 from tl.models import FREEZE_MODES, get_backbone
-from tl.core.tasks import ALL_VAL_METRICS, TASKS
+from tl.core.tasks import ALL_VAL_METRICS, TASKS, UNCERTAIN_POLICIES
 from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS
 from tl.weights import validate_weights
 
 SPACE_KEYS = {
-    "DATASET": "dataset name (MedMNIST) or path (.npz or ImageFolder root)",
+    "DATASET": "dataset name (MedMNIST) or path (.npz, ImageFolder root, or a .csv/.tsv label table)",
     "BACKBONES": "dict backbone -> list of weights versions to try",
     "FREEZE": "list of freeze modes for pretrained backbones (none, backbone, partial)",
     "PARAMS": "dict trial key -> list of choices or (distribution, low, high)",
@@ -44,6 +44,14 @@ SPACE_KEYS = {
     "FINALIST_SEEDS": "seeds per finalist recipe, none of them the search's (default 3)",
     "TASK": "binary, multiclass, multilabel or ordinal; overrides the task table (tl.core.tasks) or the labels' inference",
     "POSITIVE_CLASS": "binary tasks: the name of the class sensitivity is about (default: the table's, else class 1)",
+    # A label table's options (tl.data.tabular.TableOptions), the same as tl.search's flags.
+    "LABELS": "label table: label column(s), a |-joined findings column, or COL!=VALUE (--labels)",
+    "PATH_COLUMN": "label table: the column naming each image (default: detected; --path-column)",
+    "NO_FINDING": "label table: the text meaning no finding in a |-joined column (default 'No Finding')",
+    "GROUP_COLUMN": "label table: patient (or lesion) id column, or a DICOM keyword such as PatientID",
+    "SPLIT_COLUMN": "label table: the official split per row (train/val/valid/test)",
+    "IMAGE_ROOT": "label table: where images are looked up by name or stem (default: the table's folder)",
+    "UNCERTAIN": "uncertain (-1) findings in training: ignore, zeros or ones; or search it: PARAMS['uncertain']",
 }
 DISTRIBUTIONS = ("loguniform", "uniform", "int")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
@@ -74,6 +82,18 @@ class SearchSpace:
     finalist_seeds: int = DEFAULT_SEEDS
     task: str | None = None
     positive_class: str | None = None
+    labels: list | str | None = None
+    path_column: str | None = None
+    no_finding: str | None = None
+    group_column: str | None = None
+    split_column: str | None = None
+    image_root: str | None = None
+    uncertain: str | None = None
+
+    def table_options(self) -> dict:
+        """The file's label-table options (``tl.data.tabular.TableOptions`` keys) it sets."""
+        keys = ("labels", "path_column", "no_finding", "group_column", "split_column", "image_root")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
     def weight_pairs(self) -> list[tuple[str, str]]:
         return [(b, w) for b, ws in self.backbones.items() for w in ws]
@@ -148,6 +168,10 @@ def _check_param(path: str, key: str, value) -> None:
             raise _fail(path, key, f"must be one of {list(CLASS_WEIGHTS)}, got {v!r}")
         if key in ("task", "positive_class"):
             raise _fail(path, key, "set it through TASK / POSITIVE_CLASS, not PARAMS or FIXED")
+        if key == "uncertain" and v not in UNCERTAIN_POLICIES:
+            raise _fail(path, key, f"must be one of {list(UNCERTAIN_POLICIES)}, got {v!r}")
+        if key == "table":
+            raise _fail(path, key, "set a label table's options through LABELS, PATH_COLUMN, GROUP_COLUMN, ...")
         if key == "precision" and v not in PRECISIONS:
             raise _fail(path, key, f"must be one of {list(PRECISIONS)}, got {v!r}")
         if key in ("backbone", "weights", "freeze"):
@@ -187,11 +211,16 @@ def validate_space(space: SearchSpace) -> None:
         raise _fail(p, "TASK", f"must be one of {', '.join(TASKS)}, got {space.task!r}")
     if space.positive_class is not None and not isinstance(space.positive_class, str):
         raise _fail(p, "POSITIVE_CLASS", f"must be a class name (a string), got {space.positive_class!r}")
+    if space.uncertain is not None and space.uncertain not in UNCERTAIN_POLICIES:
+        raise _fail(p, "UNCERTAIN", f"must be one of {list(UNCERTAIN_POLICIES)}, got {space.uncertain!r}")
     if space.mode not in ("max", "min"):
         raise _fail(p, "MODE", f"must be max or min, got {space.mode!r}")
     for key in ("max_epochs", "num_samples", "grace_period"):
         if not isinstance(getattr(space, key), int) or getattr(space, key) < 1:
             raise _fail(p, key.upper(), f"must be an integer >= 1, got {getattr(space, key)!r}")
+    if space.grace_period > space.max_epochs:
+        raise _fail(p, "GRACE_PERIOD", f"ASHA's grace period ({space.grace_period}) must not exceed MAX_EPOCHS "
+                                       f"({space.max_epochs}): pass --grace-period too")
     if space.reduction_factor < 2:
         raise _fail(p, "REDUCTION_FACTOR", f"must be >= 2, got {space.reduction_factor}")
     if space.sampler not in SAMPLERS:

@@ -25,6 +25,7 @@ from tl.core.errors import TLError
 from tl.core.metrics import best_balanced_threshold, sensitivity_specificity, split_metrics
 from tl.core.results import PREDICTION_KEYS, save_predictions
 from tl.data import DatasetArrays, load_dataset
+from tl.data.table import apply_uncertain
 from tl.feature_cache import cached_features, identity_batcher
 from tl.inference import Batcher, autocast_dtype, batch_correct, predict_logits, to_probs
 from tl.models import apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier
@@ -67,9 +68,24 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
     return loss_sum.item() / seen, correct.item() / seen
 
 
+class MaskedBCEWithLogits(nn.Module):
+    """Binary cross-entropy per finding, averaged over the decided labels: an uncertain (-1) target is
+    masked out (CheXpert's U-Ignore). With no -1 it is ``nn.BCEWithLogitsLoss``'s mean."""
+
+    def __init__(self, pos_weight: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mask = (target >= 0).to(logits.dtype)
+        loss = F.binary_cross_entropy_with_logits(logits, target.clamp(min=0).to(logits.dtype),
+                                                  pos_weight=self.pos_weight, reduction="none")
+        return (loss * mask).sum() / mask.sum().clamp(min=1)
+
+
 # Unweighted loss per task on float logits: what val and test report (the training loss may be weighted).
 EVAL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "multilabel": lambda logits, y: F.binary_cross_entropy_with_logits(logits, y.float()),
+    "multilabel": MaskedBCEWithLogits(),
     "binary": F.cross_entropy, "multiclass": F.cross_entropy, "ordinal": F.cross_entropy,
 }
 
@@ -89,11 +105,12 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     """Inverse-frequency weights ``N / (C * count_c)`` (1 for a balanced set); multi-hot labels:
-    per-finding ``pos_weight = negatives / positives`` (1 where a finding has no positive)."""
+    per-finding ``pos_weight = negatives / positives`` over the decided labels (1 where a finding has
+    no positive)."""
     labels = np.asarray(labels)
     if labels.ndim == 2:
-        pos = labels.sum(0).astype(np.float64)
-        return torch.tensor(np.where(pos > 0, (len(labels) - pos) / np.maximum(pos, 1), 1.0), dtype=torch.float32)
+        pos, neg = (labels == 1).sum(0).astype(np.float64), (labels == 0).sum(0).astype(np.float64)
+        return torch.tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0), dtype=torch.float32)
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     return torch.tensor(np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0),
                         dtype=torch.float32)
@@ -102,7 +119,7 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
 # Loss per task: multilabel is one sigmoid per finding; the others are one softmax over classes
 # (ordinal too: cross-entropy is what the issue accepts, QWK measures the grading).
 LOSSES = {
-    "multilabel": lambda weight, smoothing: nn.BCEWithLogitsLoss(pos_weight=weight),
+    "multilabel": lambda weight, smoothing: MaskedBCEWithLogits(pos_weight=weight),
     "binary": lambda weight, smoothing: nn.CrossEntropyLoss(weight=weight, label_smoothing=smoothing),
     "multiclass": lambda weight, smoothing: nn.CrossEntropyLoss(weight=weight, label_smoothing=smoothing),
     "ordinal": lambda weight, smoothing: nn.CrossEntropyLoss(weight=weight, label_smoothing=smoothing),
@@ -182,13 +199,17 @@ def build_trial(cfg: dict, arrays: DatasetArrays, state_dict: dict | None, devic
     optimizer = OPTIMIZERS[cfg["optimizer"]]([p for p in model.parameters() if p.requires_grad],
                                              cfg["lr"], cfg["weight_decay"])
     scheduler = SCHEDULERS[cfg["scheduler"]](optimizer, cfg["epochs"])
-    criterion = build_criterion(task, arrays.labels["train"], arrays.num_classes, cfg["class_weight"],
+    train_labels = np.asarray(arrays.labels["train"])
+    if task == "multilabel":  # the trial's policy for uncertain (-1) findings; val and test keep them masked
+        train_labels = apply_uncertain(train_labels, cfg["uncertain"])
+    criterion = build_criterion(task, train_labels, arrays.num_classes, cfg["class_weight"],
                                 cfg["label_smoothing"]).to(device)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in normalization(cfg["backbone"], cfg["weights"]))
     train_batcher = Batcher(size, mean, std, bool(cfg["augment"]), bool(cfg["channels_last"]))
     eval_batcher = Batcher(size, mean, std, False, bool(cfg["channels_last"]))
     label_dtype = torch.float32 if task == "multilabel" else torch.int64  # BCE wants float multi-hot targets
-    split = {s: (_as_tensor(arrays.images[s]), torch.from_numpy(np.asarray(arrays.labels[s])).to(label_dtype))
+    labels = {**arrays.labels, "train": train_labels}
+    split = {s: (_as_tensor(arrays.images[s]), torch.from_numpy(np.asarray(labels[s])).to(label_dtype))
              for s in ("train", "val", "test")}
     if cfg["batch_size"] > len(split["train"][1]):
         raise TLError(f"batch_size {cfg['batch_size']} is larger than the training set ({len(split['train'][1])} images)")
@@ -327,7 +348,7 @@ def train_transfer(config: dict, datasets: dict | None = None, weight_refs: dict
         arrays = datasets[cfg["image_size"]]
     else:
         arrays = load_dataset(cfg["dataset"], cfg["image_size"], cfg["data_dir"], seed=cfg["seed"],
-                              groups=cfg.get("groups"))
+                              groups=cfg.get("groups"), table=cfg["table"])
     key = f"{cfg['backbone']}|{cfg['weights']}"
     if weight_refs and key in weight_refs:
         state_dict = ray.get(weight_refs[key])

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tl.core.tasks import UNCERTAIN
+
 
 def binary_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     """ROC AUC by the Mann-Whitney rank statistic (ties get average ranks); NaN if one class only."""
@@ -80,31 +82,42 @@ def sensitivity_specificity(positive_probs: np.ndarray, labels: np.ndarray, thre
     return float(sens), float(spec)
 
 
+def known(labels: np.ndarray) -> np.ndarray:
+    """Boolean mask of the decided labels: a multilabel ``UNCERTAIN`` (-1) label counts nowhere."""
+    return np.asarray(labels) != UNCERTAIN
+
+
 def per_finding_auc(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """AUC of each finding (column); NaN where the split has no positive or no negative for it."""
-    return np.array([binary_auc(probs[:, k], labels[:, k]) for k in range(labels.shape[1])])
+    """AUC of each finding (column) over its decided labels; NaN where the split has no positive or
+    no negative for it."""
+    labels = np.asarray(labels)
+    return np.array([binary_auc(probs[known(labels[:, k]), k], labels[known(labels[:, k]), k] == 1)
+                     for k in range(labels.shape[1])])
 
 
 def findings_left_out(labels: np.ndarray, names: list[str] | tuple[str, ...]) -> list[str]:
-    """Findings with no positive or no negative in ``labels``: left out of the mean AUC and mAP."""
-    return [str(names[k]) for k in range(labels.shape[1]) if labels[:, k].min() == labels[:, k].max()]
+    """Findings with no positive or no negative (decided) label: left out of the mean AUC and mAP."""
+    labels = np.asarray(labels)
+    return [str(names[k]) for k in range(labels.shape[1])
+            if not ((labels[:, k] == 1).any() and (labels[:, k] == 0).any())]
 
 
 def correct_mask(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Boolean (N,): whether each image is right: argmax equals the label, or (multilabel: labels
-    (N, K)) every finding is right at 0.5 (exact match)."""
+    (N, K)) every decided finding is right at 0.5 (exact match; uncertain labels do not count)."""
     labels = np.asarray(labels)
     if labels.ndim == 2:
-        return ((np.asarray(probs) >= 0.5) == labels.astype(bool)).all(axis=1)
+        return (((np.asarray(probs) >= 0.5) == (labels == 1)) | ~known(labels)).all(axis=1)
     return np.asarray(probs).argmax(axis=1) == labels
 
 
 def label_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     """The ``acc`` a split reports: argmax accuracy, or (multilabel) MedMNIST's ACC, the share of
-    (image, finding) labels right at 0.5."""
+    decided (image, finding) labels right at 0.5."""
     labels = np.asarray(labels)
     if labels.ndim == 2:
-        return float(((np.asarray(probs) >= 0.5) == labels.astype(bool)).mean())
+        mask = known(labels)
+        return float(((np.asarray(probs) >= 0.5) == (labels == 1))[mask].mean()) if mask.any() else float("nan")
     return float(correct_mask(probs, labels).mean())
 
 
@@ -121,12 +134,14 @@ def task_auc(probs: np.ndarray, labels: np.ndarray, positive: int = 1) -> float:
 
 def multilabel_metrics(probs: np.ndarray, labels: np.ndarray, prefix: str,
                        names: list[str] | tuple[str, ...] | None = None) -> dict:
-    """Mean AUC, per-finding AUC (``{prefix}_auc_<name>``), mAP, MedMNIST ACC and exact match."""
-    labels = np.asarray(labels).astype(bool)
+    """Mean AUC, per-finding AUC (``{prefix}_auc_<name>``), mAP, MedMNIST ACC and exact match, each over
+    the decided labels (an uncertain -1 label counts nowhere)."""
+    labels = np.asarray(labels)
     names = names or [str(k) for k in range(labels.shape[1])]
     aucs = per_finding_auc(probs, labels)
     valid = ~np.isnan(aucs)
-    aps = np.array([average_precision(probs[:, k], labels[:, k]) for k in range(labels.shape[1])])
+    aps = np.array([average_precision(probs[known(labels[:, k]), k], labels[known(labels[:, k]), k] == 1)
+                    for k in range(labels.shape[1])])
     out = {f"{prefix}_auc": float(aucs[valid].mean()) if valid.any() else float("nan"),
            f"{prefix}_map": float(aps[valid].mean()) if valid.any() else float("nan"),
            f"{prefix}_acc": label_accuracy(probs, labels),

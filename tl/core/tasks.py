@@ -18,6 +18,10 @@ import numpy as np
 from tl.core.errors import TLError
 
 TASKS = ("binary", "multiclass", "multilabel", "ordinal")
+# A multilabel finding the labeler could not decide (CheXpert's -1): masked out of every metric, and
+# out of the loss unless the trial's ``uncertain`` policy maps it to 0 or 1 (tl.data.table).
+UNCERTAIN = -1
+UNCERTAIN_POLICIES = ("ignore", "zeros", "ones")  # CheXpert's U-Ignore, U-Zeros, U-Ones
 MEDMNIST_SIZES = (28, 64, 128, 224)
 # Zenodo record of MedMNIST v3; TL_MEDMNIST_URL replaces it (a mirror, or a test's local server).
 MEDMNIST_BASE_URL = "https://zenodo.org/records/10519652/files"
@@ -162,11 +166,11 @@ def resolve_task(labels: dict[str, np.ndarray], class_names: list[str], table_ta
     multi_hot = any(y.ndim == 2 and y.shape[1] > 1 for y in labels.values())
     kind = task or table_task or infer_task(next(iter(labels.values())), len(class_names))
     if multi_hot:
-        bad = {s: y for s, y in labels.items() if not np.isin(y, (0, 1)).all()}
+        bad = {s: y for s, y in labels.items() if not np.isin(y, (0, 1, UNCERTAIN)).all()}
         if bad:
             split, y = next(iter(bad.items()))
-            odd = sorted(set(np.unique(y).tolist()) - {0, 1})[:3]
-            raise TLError(f"{where}: multi-label {split}_labels must be 0 or 1, found {odd}")
+            odd = sorted(set(np.unique(y).tolist()) - {0, 1, UNCERTAIN})[:3]
+            raise TLError(f"{where}: multi-label {split}_labels must be 0 or 1 (-1: uncertain), found {odd}")
         if kind != "multilabel":
             raise TLError(f"{where}: TASK {kind!r} does not fit multi-hot labels of shape "
                           f"{next(iter(labels.values())).shape}; use TASK = 'multilabel'")

@@ -61,9 +61,9 @@ from pathlib import Path
 import numpy as np
 
 from tl.core.errors import TLError
+from tl.core.tasks import UNCERTAIN_POLICIES
 from tl.data import decode
 
-UNCERTAIN_POLICIES = ("ignore", "zeros", "ones")  # CheXpert's U-Ignore, U-Zeros, U-Ones
 SPLIT_VALUES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 DETECT_ROWS = 20  # rows sampled per column when looking for the path column
 _SHOWN = 3  # values named in an error before "and N more"
