@@ -18,6 +18,9 @@ import numpy as np
 
 from tl.core.errors import TLError
 
+# Bump when any reader's output changes for some file: it is part of the decode store's key
+# (tl.data.store), so a store written by an older decoder is never served. 2: DICOM and 16-bit by range.
+DECODER_VERSION = 2
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff") + DICOM_EXTENSIONS
 _DICOM_MAGIC = (128, b"DICM")  # after the 128-byte preamble of a DICOM file (PS3.10 7.1)
@@ -72,14 +75,17 @@ def _by_value_range(values: np.ndarray) -> tuple[np.ndarray, list[float]]:
     return scale_to_uint8(values, lo, hi), [lo, hi]
 
 
-def _resized(pixels: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """(channels, size, size) from uint8 (H, W) or (H, W, 3), PIL bilinear as the 8-bit path.
+def _resized(pixels: np.ndarray, size: int, channels: int | None) -> np.ndarray:
+    """(channels, size, size) from uint8 (H, W) or (H, W, 3), PIL bilinear as the 8-bit path;
+    ``channels`` None: 1 for (H, W), else 3.
 
     Grey is resized once and repeated: PIL resizes each band alike, so this equals resizing its
     RGB copy, at a third of the work.
     """
     from PIL import Image
 
+    if channels is None:
+        channels = 1 if pixels.ndim == 2 else 3
     image = Image.fromarray(pixels)
     if pixels.ndim == 2:
         grey = np.asarray(image.resize((size, size), Image.BILINEAR))
@@ -95,7 +101,11 @@ def _high_bit(mode: str) -> bool:
     return mode.startswith("I;16") or mode in ("I", "F")
 
 
-def _decode_with_pil(path: Path, size: int, channels: int) -> tuple[np.ndarray, dict]:
+# PIL modes that hold one grey value per pixel (LA's alpha is dropped as convert("RGB") drops it).
+_GREY_MODES = ("1", "L", "LA", "La", "I", "F")
+
+
+def _decode_with_pil(path: Path, size: int, channels: int | None) -> tuple[np.ndarray, dict]:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -105,6 +115,8 @@ def _decode_with_pil(path: Path, size: int, channels: int) -> tuple[np.ndarray, 
             if _high_bit(im.mode):
                 pixels, record["range"] = _by_value_range(np.asarray(im))
                 return _resized(pixels, size, channels), record
+            if channels is None:
+                channels = 1 if im.mode in _GREY_MODES else 3
             # The path every 8-bit file has always taken: keep it byte for byte.
             out = np.asarray(im.convert("RGB" if channels == 3 else "L").resize((size, size), Image.BILINEAR))
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
@@ -112,14 +124,17 @@ def _decode_with_pil(path: Path, size: int, channels: int) -> tuple[np.ndarray, 
     return (out.transpose(2, 0, 1) if channels == 3 else out[None]), record
 
 
-def decode_image(path: str | Path, size: int, channels: int = 3) -> tuple[np.ndarray, dict]:
+def decode_image(path: str | Path, size: int, channels: int | None = 3) -> tuple[np.ndarray, dict]:
     """One image file to uint8 (channels, size, size) and a record of how it was decoded.
 
     Args:
         path: a DICOM file (by suffix, or by its magic when the name has no image extension) or
             anything PIL reads.
         size: output height and width (PIL bilinear, after the mapping to 8 bits).
-        channels: 3 (grey repeated) or 1 (colour converted to luminance, as PIL's ``L``).
+        channels: 3 (grey repeated) or 1 (colour converted to luminance, as PIL's ``L``); None: as
+            the content is, 1 for a grey image (a grey PIL mode, a MONOCHROME DICOM, or colour whose
+            channels came out equal, as NIH's and Kermany's RGB PNGs and JPEGs) and 3 for colour.
+            Its pixels are exactly those of ``channels=3``, one of the equal channels kept for grey.
 
     Returns:
         (pixels, record). record: ``format`` ("dicom", "png", "jpeg", ...), ``range`` (the values
@@ -130,15 +145,19 @@ def decode_image(path: str | Path, size: int, channels: int = 3) -> tuple[np.nda
         TLError: naming the file, when it does not decode (corrupt, truncated, unknown format, or a
             DICOM the reader refuses: multi-frame, no pixel data, codec not installed).
     """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if channels not in (1, 3, None):
+        raise ValueError(f"channels must be 1, 3 or None, got {channels}")
     path = Path(path)
     if _is_dicom(path):
         from tl.data.dicom import read_dicom  # pydicom only when a DICOM turns up
 
         pixels, record = read_dicom(path)
-        return _resized(pixels, size, channels), record
-    return _decode_with_pil(path, size, channels)
+        out = _resized(pixels, size, channels)
+    else:
+        out, record = _decode_with_pil(path, size, channels)
+    if channels is None and len(out) == 3 and (out[0] == out[1]).all() and (out[0] == out[2]).all():
+        out = out[:1]
+    return out, record
 
 
 def decode_images(paths: list[Path], size: int, skip_bad: bool,
