@@ -214,10 +214,11 @@ def warnings_for(rec: Recommended | None, audits: list, finalists=None) -> list[
         close = (r.runner_up.gap_images is not None and r.runner_up.gap_images < CLOSE_CALL_IMAGES) or (
             not np.isnan(r.val_std) and r.runner_up.gap < r.val_std)
         if close:
-            how = (f"{r.runner_up.gap_images:.1f} val images" if r.runner_up.gap_images is not None
-                   else f"{r.runner_up.gap:.4f}, less than the seeds' spread")
-            out.append(f"the runner-up ({r.runner_up.label}) is within {how}: the choice between them is within "
-                       "noise" + ("" if finalists is not None else "; tl.search --finalists K compares them over seeds"))
+            how = ("ties on val" if r.runner_up.gap == 0 else
+                   f"is within {r.runner_up.gap_images:.1f} val images" if r.runner_up.gap_images is not None
+                   else f"is within {r.runner_up.gap:.4f}, less than the seeds' spread")
+            out.append(f"the runner-up ({r.runner_up.label}) {how}: the choice between them is within noise"
+                       + ("" if finalists is not None else "; tl.search --finalists K compares them over seeds"))
     if finalists is not None and len(finalists.recipes) and finalists.recipes["winner"].iloc[0]:
         std = finalists.recipes["test_acc_std"].iloc[0]
         if pd.notna(std) and std > SEED_SPREAD_WARNING:

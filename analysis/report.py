@@ -82,7 +82,8 @@ def figures_table(figures: pd.DataFrame) -> pd.DataFrame:
                            for v, lo, hi in zip(frame[stat], frame[f"{stat}_low"], frame[f"{stat}_high"])]
             frame = frame.drop(columns=[f"{stat}_low", f"{stat}_high"])
             renamed[stat.replace("test_", "test ").replace("auc", "AUC")] = f"{stat.replace('test_', 'test ').replace('auc', 'AUC')} [{level}]"
-    text = format_frame(frame.drop(columns=[c for c in ("kind",) if c in frame]))
+    # The model's description is the section's first line; the table keeps its members and figures.
+    text = format_frame(frame.drop(columns=[c for c in ("kind", "model") if c in frame]))
     return text.rename(columns=renamed)
 
 
@@ -376,7 +377,9 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1.5em; max-width: 1400px;
        color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 2em; }
-.scroll { overflow-x: auto; }
+p { overflow-wrap: anywhere; max-width: 110ch; }
+#recommended-model p.warning { color: #8a4b00; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0 1em; }
 th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: left; white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -396,14 +399,20 @@ def html_table(frame: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def section_id(title: str) -> str:
+    """The HTML id of a section: its title in lower case, words joined by hyphens."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
 def render_html(sections: list[Section], images: Mapping[str, bytes], title: str) -> str:
     """Return the report as one self-contained HTML page (``images``: figure name -> PNG bytes)."""
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>"]
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
-        parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
+        parts.append(f'<section id="{section_id(section.title)}"><h2>{html.escape(section.title)}</h2>')
+        parts += [f'<p class="warning">{html.escape(p)}</p>' if p.startswith("Warning:") else f"<p>{html.escape(p)}</p>"
+                  for p in section.paragraphs]
         for caption, table in section.tables:
             if caption:
                 parts.append(f"<h3>{html.escape(caption)}</h3>")
@@ -413,5 +422,6 @@ def render_html(sections: list[Section], images: Mapping[str, bytes], title: str
             parts.append(f'<figure><img src="data:image/png;base64,{data}" '
                          f'alt="{html.escape(FIGURES[name])}"><figcaption>'
                          f"{html.escape(FIGURES[name])}</figcaption></figure>")
+        parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
+import json
+import re
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -89,3 +92,75 @@ def test_report_dom_has_tables_and_valid_embedded_images(report, tmp_path):
             image.verify()  # raises on a truncated or corrupt PNG
             assert min(image.size) > 50, f"suspiciously small figure {image.size}"
     assert "http://" not in dom and "https://" not in dom, "report must not reference the network"
+
+
+# Measures the rendered page from inside it: what sticks out past the viewport (outside a scrolling
+# table box, which clips its own table), and where the recommended model's test figures start.
+MEASURE = """<script>
+(function () {
+  const vw = document.documentElement.clientWidth;
+  const out = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    if (el.closest('.scroll') && !el.classList.contains('scroll')) continue;
+    const r = el.getBoundingClientRect();
+    if (r.right > vw + 1) out.push(el.tagName + ':' + Math.round(r.right));
+  }
+  const expected = [...document.querySelectorAll('#recommended-model p')]
+    .find(p => p.textContent.includes('expected on new images'));
+  document.body.setAttribute('data-measured', JSON.stringify({
+    viewport: vw, page_width: document.documentElement.scrollWidth, overflowing: out.slice(0, 10),
+    first_section: (document.querySelector('section') || {}).id || '',
+    expected_top: expected ? Math.round(expected.getBoundingClientRect().top) : -1,
+    expected_text: expected ? expected.textContent : ''}));
+})();
+</script>"""
+
+
+def _measured(report_html: Path, tmp_path: Path) -> dict:
+    page = tmp_path / "measured.html"
+    page.write_text(report_html.read_text().replace("</body>", MEASURE + "</body>"))
+    proc = _chromium(tmp_path, "--dump-dom", "--window-size=1280,800", page.as_uri())
+    dom = proc.stdout.decode("utf-8", errors="replace")
+    found = re.search(r'data-measured="([^"]*)"', dom)
+    assert found, f"the page did not measure itself: {proc.stderr.decode(errors='replace')[-1500:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.fixture(scope="module")
+def finalists_report(tmp_path_factory) -> Path:
+    """A search whose finalist stage re-trained two recipes over two seeds (recipe 1 wins on mean val)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed: cannot render report.html headless")
+    from analysis_builders import ExperimentBuilder, predictions_with_accuracy
+
+    exp = ExperimentBuilder(tmp_path_factory.mktemp("browser_fin"), "with_finalists")
+    curve = {**HEALTHY, "val_acc": [v + 0.05 for v in HEALTHY["val_acc"]]}
+    exp.trial("5ea00001", curve, test_acc=0.85, lr=1e-3)
+    exp.trial("5ea00002", HEALTHY, test_acc=0.84, lr=3e-3, backbone="timm/efficientnet_lite0_with_a_long_name")
+    stage = ExperimentBuilder(exp.path, "finalists", meta=False)
+    for recipe, source, shift in ((1, "5ea00001", 0.05), (2, "5ea00002", 0.0)):
+        for seed in (1, 2):
+            stage.trial(f"f1a{recipe}000{seed}", {**HEALTHY, "val_acc": [v + shift for v in HEALTHY["val_acc"]]},
+                        test_acc=0.0, predictions=predictions_with_accuracy(0.8 + 0.02 * seed, seed=10 * recipe + seed),
+                        seed=seed, stage="finalist", recipe_id=recipe, source_trial=source)
+    assert main([str(exp.path)]) == 0, "summarize failed"
+    return exp.path / "summary" / "report.html"
+
+
+@pytest.mark.parametrize("which", ["single pick", "finalists"])
+def test_first_screen_is_the_recommended_model_and_nothing_overflows(which, report, finalists_report, tmp_path):
+    """Issue 21: at 1280 x 800 the first section is the model tl.export ships, with its expected test
+    figures above the fold, and no element sticks out of the viewport (wide tables scroll in their box)."""
+    page = finalists_report if which == "finalists" else report
+    measured = _measured(page, tmp_path)
+    assert measured["viewport"] == 1280 - 0 or measured["viewport"] > 1200, measured
+    assert measured["overflowing"] == [] and measured["page_width"] <= measured["viewport"], measured
+    assert measured["first_section"] == "recommended-model", measured
+    assert 0 < measured["expected_top"] < 800, f"test figures below the first screen: {measured}"
+    text = measured["expected_text"]
+    assert "acc" in text and "[" in text, f"test figures with intervals expected: {text!r}"
+    dom = page.read_text()
+    if which == "finalists":
+        assert "finalist recipe 1&#x27;s seed ensemble (2 seeds: f1a10001, f1a10002)" in dom, "the winner's seeds"
+    else:
+        assert "trial abcd0001 (single pick)" in dom
