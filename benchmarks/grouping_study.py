@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tl.core.results import load_experiments
-from analysis.tables import trial_table
+from tl.core.results import load_experiments, trial_table
 
 RECIPE = ("backbone", "weights", "freeze")
 

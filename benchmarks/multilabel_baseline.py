@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.classification import macro_auc
-from tl.core.results import Predictions
+from tl.core.finalists import RECIPE_KEY, build_finalists
+from tl.core.metrics import findings_left_out, label_accuracy, task_auc
+from tl.core.recommend import recommend
+from tl.core.results import Predictions, load_experiments, split_stages
 from tl.core.stats import bootstrap_interval
-from analysis.report_data import build_report_data
 from tl.data import load_dataset
-from tl.core.finalists import RECIPE_KEY
-from tl.core.metrics import findings_left_out
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 
@@ -47,31 +46,34 @@ def logistic_regression_probs(arrays, c_grid=C_GRID, seed: int = 0) -> tuple[np.
         model = OneVsRestClassifier(LogisticRegression(C=c, max_iter=2000, random_state=seed))
         model.fit(x_train, y_train)
         models[c] = model
-        val_auc[c] = macro_auc(Predictions(model.predict_proba(flat("val")), arrays.labels["val"]))
+        val_auc[c] = task_auc(model.predict_proba(flat("val")), arrays.labels["val"])
     best = max(val_auc, key=val_auc.get)
     return models[best].predict_proba(flat("test")), best, val_auc
 
 
 def compare(experiment: Path, data_dir: str | None, n_resamples: int = 2000, seed: int = 0) -> dict:
-    summary = build_report_data([experiment], n_resamples=200)  # the val-chosen trial, and the finalists if any
-    if summary.chosen.empty:
-        raise SystemExit(f"{experiment}: no tested trial with test predictions")
-    trial = str(summary.chosen["trial"].iloc[0])
-    model = summary.experiment.predictions[trial]
-    dataset = summary.experiment.meta["dataset"]["name"]
-    arrays = load_dataset(dataset, 64, data_dir, offline=True)
+    loaded = load_experiments([experiment])
+    search, stage = split_stages(loaded)
+    pick = recommend(search)  # the search's single pick; the finalist winner's ensemble comes below
+    trial = pick.trials[0]
+    model = search.predictions[trial]
+    cfg = json.loads((pick.trial_dirs[0] / "params.json").read_text())
+    dataset = search.meta["dataset"]["name"]
+    split_seed = (search.meta["dataset"].get("split") or {}).get("seed", cfg.get("seed", 0))
+    arrays = load_dataset(cfg["dataset"], cfg.get("image_size", 64), data_dir or cfg.get("data_dir"), offline=True,
+                          seed=split_seed, groups=cfg.get("groups"), table=cfg.get("table"))
     if arrays.test_fingerprint != model.fingerprint:
         raise SystemExit(f"{dataset}: its test split is not the one the trial was tested on")
     probs, c, val_auc = logistic_regression_probs(arrays)
     baseline = Predictions(probs, arrays.labels["test"])
     n, kw = len(baseline.labels), {"n_resamples": n_resamples, "seed": seed}
     def stat(pred):
-        return lambda i: macro_auc(Predictions(pred.probs[i], pred.labels[i]))
+        return lambda i: task_auc(pred.probs[i], pred.labels[i])
     ci_model, ci_base = bootstrap_interval(stat(model), n, **kw), bootstrap_interval(stat(baseline), n, **kw)
     diff = bootstrap_interval(lambda i: stat(model)(i) - stat(baseline)(i), n, **kw)
-    acc = {name: float(((p.probs >= 0.5) == p.labels.astype(bool)).mean()) for name, p in
-           (("model", model), ("baseline", baseline))}
-    fin, finalist = summary.finalists, None
+    acc = {name: label_accuracy(p.probs, p.labels) for name, p in (("model", model), ("baseline", baseline))}
+    fin = build_finalists(stage, n_resamples=200) if stage is not None else None
+    finalist = None
     if fin is not None and fin.ensemble_predictions is not None:  # the finalist winner's seed ensemble
         ens = Predictions(fin.ensemble_predictions.probs, baseline.labels)
         finalist = {"recipe": int(fin.ensemble[RECIPE_KEY].iloc[0]), "trials": list(fin.ensemble_trials),
@@ -79,12 +81,12 @@ def compare(experiment: Path, data_dir: str | None, n_resamples: int = 2000, see
                     "difference": list(bootstrap_interval(lambda i: stat(ens)(i) - stat(baseline)(i), n, **kw)[:3])}
     return {"experiment": str(experiment), "dataset": dataset, "trial": trial, "test_n": n,
             "finalist_ensemble": finalist,
-            "config": {k: summary.chosen[k].iloc[0] for k in ("backbone", "freeze", "weights") if k in summary.chosen},
+            "config": {k: pick.config[k] for k in ("backbone", "freeze", "weights") if k in pick.config},
             "left_out_of_mean": findings_left_out(baseline.labels, arrays.class_names),
             "model_mean_auc": list(ci_model[:3]), "baseline_mean_auc": list(ci_base[:3]),
             "difference": list(diff[:3]), "baseline_C": c, "baseline_val_mean_auc": val_auc,
             "acc_model": acc["model"], "acc_baseline": acc["baseline"],
-            "acc_no_finding": float((baseline.labels == 0).mean()),
+            "acc_no_finding": float((baseline.labels == 0).sum() / max((baseline.labels >= 0).sum(), 1)),
             "bootstrap": f"{n_resamples} resamples of the test images, percentile 95%, seed {seed}",
             "measured": dt.date.today().isoformat()}
 

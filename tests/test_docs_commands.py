@@ -1,0 +1,51 @@
+"""Every command the README and docs/ show exists, with every flag they give it: each entry point's
+``--help`` is asked, so a renamed or dropped flag fails here, not in a reader's terminal."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+# `python -m tl.search ...` anywhere, or an inline-code span that starts with an entry point.
+COMMAND = re.compile(r"python3? -m ((?:tl|analysis|benchmarks)\.[a-z_]+)([^\n`\"]*(?:\\\n[^\n`\"]*)*)")
+INLINE = re.compile(r"`((?:tl\.(?:search|export|predict|audit)|analysis\.summarize)) (--[^`]*)`")
+FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
+
+
+def _commands() -> list[tuple[str, str, str]]:
+    """(page, module, flag) for every flag given to an entry point in the pages."""
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        for pattern in (COMMAND, INLINE):
+            for module, rest in pattern.findall(text):
+                rest = re.split(r"&&|;|\|\s|, then |\bthen\b", rest)[0]  # a second command starts here
+                found += [(page.relative_to(ROOT).as_posix(), module, flag) for flag in FLAG.findall(rest)]
+                found.append((page.relative_to(ROOT).as_posix(), module, ""))
+    return sorted(set(found))
+
+
+@lru_cache(maxsize=None)
+def _help(module: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_pages_name_commands_at_all():
+    modules = {m for _, m, _ in _commands()}
+    assert {"tl.search", "tl.export", "tl.predict", "tl.audit", "analysis.summarize"} <= modules, modules
+
+
+@pytest.mark.parametrize("page, module, flag", _commands())
+def test_each_documented_command_and_flag_exists(page, module, flag):
+    proc = _help(module)
+    assert proc.returncode == 0, f"{page}: python -m {module} --help failed:\n{proc.stderr[-1500:]}"
+    if flag:
+        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", proc.stdout), \
+            f"{page}: {module} has no {flag} (its --help: {proc.stdout[:3000]})"
