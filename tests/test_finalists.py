@@ -10,7 +10,6 @@ import pytest
 
 from tl.core.choice import rank_recipes
 from tl.core.errors import TLError
-from tl.core.errors import TLError
 from tl.core.finalists import finalist_configs, finalist_seeds, parse_count, recipe_summary
 from tl.core.results import Predictions, mean_predictions
 

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from tl.core.results.load import STOPPED, UNKNOWN, Experiment
-from tl.core.results.files import dataset_record
 
 GROUP_COLUMNS = ("backbone", "freeze", "weights")
 KEY_HYPERPARAMETERS = ("lr", "batch_size", "weight_decay", "image_size", "epochs")
