@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data directory and an isolated decode/feature cache."""
+"""Shared fixtures: the full real data, the small real fixtures in tests/data, and an isolated
+decode/feature cache."""
 from __future__ import annotations
 
 import os
@@ -8,20 +9,41 @@ import pytest
 
 # ../shared/data beside the checkout, where CI and the dev machines keep the real data.
 _DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-_REQUIRED = ("pneumoniamnist.npz", "chest_xray/train/NORMAL", "chest_xray/train/PNEUMONIA",
-             "chest_xray/test/NORMAL", "chest_xray/test/PNEUMONIA")
+# The full sets the data_dir tests read (../shared/data/README.md describes each).
+_REQUIRED = ("pneumoniamnist.npz", "chestxray14_1000.npz", "chest_xray/train/NORMAL", "chest_xray/train/PNEUMONIA",
+             "chest_xray/test/NORMAL", "chest_xray/test/PNEUMONIA", "nih_cxr14_1000/Data_Entry_2017.csv",
+             "siim_acr_11/train-rle.csv", "kather2016_240/01_TUMOR")
+# Small real subsets of those sets, committed, written by tests/data/make_fixtures.py.
+_SMALL_DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """``$TL_DATA_DIR``, else ``../shared/data`` beside the checkout (where CI puts it); fails if absent."""
+    """The full real data: ``$TL_DATA_DIR``, else ``../shared/data`` beside the checkout.
+
+    For tests that need a whole set (the README's exact counts, audits of the full splits). Without
+    it they are skipped, unless ``TL_REQUIRE_FULL_DATA=1`` (CI), where its absence fails them.
+    """
     env = os.environ.get("TL_DATA_DIR")
     root = Path(env).expanduser() if env else _DEFAULT_DATA_DIR
     missing = [r for r in _REQUIRED if not (root / r).exists()]
     if missing:
-        pytest.fail(f"real data missing under {root}: {', '.join(missing)}. Set TL_DATA_DIR to the folder "
-                    "holding pneumoniamnist.npz and chest_xray/ (see ../shared/data/README.md)", pytrace=False)
+        what = "none of it" if len(missing) == len(_REQUIRED) else ", ".join(missing)
+        message = (f"needs the full real data, missing under {root} ({what}): set TL_DATA_DIR to a folder holding "
+                   "the sets of ../shared/data/README.md (sources: tests/data/README.md)")
+        if os.environ.get("TL_REQUIRE_FULL_DATA") == "1":
+            pytest.fail(f"{message} [TL_REQUIRE_FULL_DATA=1]", pytrace=False)
+        pytest.skip(message)
     return root
+
+
+@pytest.fixture(scope="session")
+def small_data_dir() -> Path:
+    """tests/data: a few hundred real images per set, in the full sets' layouts and file names
+    (``pneumoniamnist.npz``, ``chest_xray/``; ``nih_cxr14_small/``, ``siim_acr_small/``,
+    ``kather2016_small/``). Stands in for the data dir wherever a test needs real images, not a
+    whole set; tests/data/README.md names what each holds and where it comes from."""
+    return _SMALL_DATA_DIR
 
 
 @pytest.fixture(scope="session", autouse=True)
