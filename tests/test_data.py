@@ -43,11 +43,11 @@ def _copy_subset(src: Path, dst: Path, n: int) -> None:
 
 
 @pytest.fixture
-def xray_subset(tmp_path: Path, data_dir: Path) -> Path:
+def xray_subset(tmp_path: Path, small_data_dir: Path) -> Path:
     """A small chest_xray copy: train/ and test/ with 20 and 5 real JPEGs per class, no val/."""
     root = tmp_path / "xray_small"
-    _copy_subset(data_dir / "chest_xray" / "train", root / "train", N_PER_CLASS_TRAIN)
-    _copy_subset(data_dir / "chest_xray" / "test", root / "test", N_PER_CLASS_TEST)
+    _copy_subset(small_data_dir / "chest_xray" / "train", root / "train", N_PER_CLASS_TRAIN)
+    _copy_subset(small_data_dir / "chest_xray" / "test", root / "test", N_PER_CLASS_TEST)
     return root
 
 
@@ -67,6 +67,19 @@ def test_pneumoniamnist_has_official_split_sizes_and_class_counts(data_dir: Path
         assert arrays.labels[split].dtype == np.int64, f"{split} labels dtype {arrays.labels[split].dtype}"
     assert arrays.class_names == ["normal", "pneumonia"], arrays.class_names
     assert arrays.task == "binary" and arrays.channels == 1, (arrays.task, arrays.channels)
+
+
+def test_pneumoniamnist_fixture_loads_in_the_medmnist_layout(small_data_dir: Path):
+    """The same loader on tests/data's subset; expected values read from the file with numpy alone."""
+    with np.load(small_data_dir / "pneumoniamnist.npz") as npz:
+        raw = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in ("train", "val", "test")}
+    arrays = load_dataset("pneumoniamnist", 28, small_data_dir, offline=True)
+    for split, (images, labels) in raw.items():
+        assert arrays.images[split].shape == (len(images), 1, 28, 28), f"{split}: {arrays.images[split].shape}"
+        np.testing.assert_array_equal(arrays.images[split][:, 0], images, err_msg=f"{split} images")
+        np.testing.assert_array_equal(arrays.labels[split], labels[:, 0].astype(np.int64), err_msg=f"{split} labels")
+        assert sorted(np.unique(labels).tolist()) == [0, 1], f"{split}: both classes in the fixture"
+    assert arrays.class_names == ["normal", "pneumonia"] and arrays.task == "binary", arrays.class_names
 
 
 def test_npz_missing_key_is_named(tmp_path: Path):
@@ -120,9 +133,9 @@ def test_known_medmnist_name_offline_says_where_to_put_the_file(tmp_path: Path):
     assert "offline" in msg and f"put breastmnist.npz (MedMNIST, 28 px) at {tmp_path / 'breastmnist.npz'}" in msg, msg
 
 
-def test_dataset_folder_name_resolves_inside_data_dir(data_dir: Path):
-    assert resolve_dataset_path("chest_xray", data_dir) == data_dir / "chest_xray"
-    assert resolve_dataset_path("pneumoniamnist", data_dir) == data_dir / "pneumoniamnist.npz"
+def test_dataset_folder_name_resolves_inside_data_dir(small_data_dir: Path):
+    assert resolve_dataset_path("chest_xray", small_data_dir) == small_data_dir / "chest_xray"
+    assert resolve_dataset_path("pneumoniamnist", small_data_dir) == small_data_dir / "pneumoniamnist.npz"
 
 
 # --- ImageFolder -------------------------------------------------------------------------------
@@ -156,9 +169,9 @@ def test_imagefolder_val_carving_is_seeded(xray_subset: Path):
     assert carved(1) != first, "another seed must carve other files"
 
 
-def test_imagefolder_bare_class_folders_get_val_and_test_carved(tmp_path: Path, data_dir: Path):
+def test_imagefolder_bare_class_folders_get_val_and_test_carved(tmp_path: Path, small_data_dir: Path):
     root = tmp_path / "bare"
-    _copy_subset(data_dir / "chest_xray" / "train", root, N_PER_CLASS_TRAIN)
+    _copy_subset(small_data_dir / "chest_xray" / "train", root, N_PER_CLASS_TRAIN)
     arrays = load_image_folder(root, 16, seed=3)
     sizes = {s: np.bincount(arrays.labels[s], minlength=2).tolist() for s in ("train", "val", "test")}
     # test: round(0.15 * 20) = 3 per class; val: round(0.1 * 17) = 2 per class from what remains.
@@ -230,10 +243,10 @@ def test_decoded_imagefolder_is_cached_and_reread(xray_subset: Path, tl_cache_di
     assert second.split_record == first.split_record, "the split record survives the cache"
 
 
-def test_test_fingerprint_tells_carved_test_splits_of_two_seeds_apart(tmp_path: Path, data_dir: Path):
+def test_test_fingerprint_tells_carved_test_splits_of_two_seeds_apart(tmp_path: Path, small_data_dir: Path):
     """Both carves hold the same label counts; only images (and file names) differ."""
     root = tmp_path / "bare"
-    _copy_subset(data_dir / "chest_xray" / "train", root, 10)
+    _copy_subset(small_data_dir / "chest_xray" / "train", root, 10)
     a, again, b = (load_image_folder(root, 8, seed=s) for s in (0, 0, 1))
     assert np.array_equal(np.sort(a.labels["test"]), np.sort(b.labels["test"])), "same label counts"
     assert a.test_fingerprint == again.test_fingerprint, "the same split, the same fingerprint"

@@ -26,23 +26,23 @@ from tl.data import load_image_folder
 from tl.data.decode import decode_image, decode_images, is_image_file, summarize_decode_records
 from tl.predict import expand_inputs, write_csv
 
-SIIM = "siim_acr_11/dicom-images"
+SIIM = "siim_acr_small/dicom-images"  # 3 of the 11 SIIM-ACR files (tests/data)
 
 
 # --- inputs: real pixels, and DICOM files written around them ---------------------------------------
 
 @pytest.fixture(scope="module")
-def grey(data_dir: Path) -> np.ndarray:
-    """A real chest X-ray (chest_xray, 224 px) as uint8 (H, W), stretched to span 0..255."""
-    path = sorted((data_dir / "chest_xray" / "train" / "NORMAL").iterdir())[0]
+def grey(small_data_dir: Path) -> np.ndarray:
+    """A real chest X-ray (chest_xray, 64 px in tests/data) as uint8 (H, W), stretched to span 0..255."""
+    path = sorted((small_data_dir / "chest_xray" / "train" / "NORMAL").iterdir())[0]
     g = np.asarray(Image.open(path).convert("L")).astype(np.float64)
     return np.rint((g - g.min()) / (g.max() - g.min()) * 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
-def siim_files(data_dir: Path) -> list[Path]:
-    files = sorted((data_dir / SIIM).glob("*.dcm"))
-    assert len(files) == 11, f"expected the 11 SIIM-ACR DICOMs under {data_dir / SIIM}, found {len(files)}"
+def siim_files(small_data_dir: Path) -> list[Path]:
+    files = sorted((small_data_dir / SIIM).glob("*.dcm"))
+    assert len(files) == 3, f"expected the 3 SIIM-ACR DICOMs under {small_data_dir / SIIM}, found {len(files)}"
     return files
 
 
@@ -137,7 +137,7 @@ def test_siim_dicoms_decode_to_the_pixels_of_their_jpeg_frames(siim_files: list[
         differing.append(float((d_pil > 0).mean()))
         assert record["photometric"] == "MONOCHROME2" and record["bits_stored"] == 8 and not record["inverted"], record
         assert record["range"] == [0, 255] and record["voi"] is None, f"8-bit, no window: kept as stored, {record}"
-    print(f"\nSIIM x11: max |tl - PIL(JPEG frame)| = {worst_pil}, max |tl - libjpeg| = {worst_libjpeg}, "
+    print(f"\nSIIM x{len(siim_files)}: max |tl - PIL(JPEG frame)| = {worst_pil}, max |tl - libjpeg| = {worst_libjpeg}, "
           f"share of pixels differing from PIL: max {max(differing):.4f}")
     assert worst_pil <= 2, f"tl vs PIL's decode of the same JPEG frame: {worst_pil} grey levels"
     assert worst_libjpeg <= 2, f"tl vs libjpeg's decode of the same JPEG frame: {worst_libjpeg} grey levels"
@@ -252,10 +252,10 @@ def test_monochrome1_and_its_monochrome2_twin_decode_to_the_same_picture(grey: n
 
 # --- colour ------------------------------------------------------------------------------------
 
-def test_colour_dicom_becomes_rgb(data_dir: Path, tmp_path: Path):
+def test_colour_dicom_becomes_rgb(small_data_dir: Path, tmp_path: Path):
     from pydicom.pixels import convert_color_space  # builds the YBR input; the expectation is the RGB tile
 
-    tile = sorted((data_dir / "kather2016_240" / "01_TUMOR").iterdir())[0]
+    tile = sorted((small_data_dir / "kather2016_small" / "01_TUMOR").iterdir())[0]
     rgb = np.asarray(Image.open(tile).convert("RGB"))
     size = rgb.shape[0]
     pixels, record = decode_image(write_dicom(tmp_path / "rgb.dcm", rgb, 8, photometric="RGB"), size)
@@ -395,8 +395,10 @@ def test_extensionless_dicom_is_detected_and_decoded(siim_files: list[Path], tmp
     assert listed == sorted([uid_named.name, bare.name]), f"tl.predict lists the DICOMs only: {listed}"
 
 
-def test_image_folder_of_extensionless_siim_dicoms_loads(data_dir: Path, siim_files: list[Path], tmp_path: Path):
-    """SIIM ships ImageIds (file stems) and a label table: class folders of stem-named files."""
+def test_image_folder_of_extensionless_siim_dicoms_loads(data_dir: Path, tmp_path: Path):
+    """SIIM ships ImageIds (file stems) and a label table: class folders of stem-named files. All 11 files:
+    carving val and test per class needs more than the 3 in tests/data."""
+    siim_files = sorted((data_dir / "siim_acr_11" / "dicom-images").glob("*.dcm"))
     rows = (data_dir / "siim_acr_11" / "train-rle.csv").read_text().splitlines()[1:]
     label = {r.split(",")[0]: ("pneumothorax" if r.split(",")[1].strip() != "-1" else "none") for r in rows}
     for path in siim_files:
@@ -437,12 +439,12 @@ def _old_decode(path: Path, size: int) -> np.ndarray:
         return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
 
 
-def test_8_bit_png_jpeg_tiff_decode_exactly_as_before(data_dir: Path, grey: np.ndarray, tmp_path: Path):
+def test_8_bit_png_jpeg_tiff_decode_exactly_as_before(small_data_dir: Path, grey: np.ndarray, tmp_path: Path):
     Image.fromarray(grey).save(tmp_path / "grey.png")
     Image.fromarray(grey).quantize(64).save(tmp_path / "palette.png")
-    files = [sorted((data_dir / "chest_xray" / "test" / "PNEUMONIA").iterdir())[0],  # JPEG
-             *sorted((data_dir / "nih_cxr14_1000" / "images").iterdir())[:40],  # RGB and RGBA PNGs
-             sorted((data_dir / "kather2016_240" / "02_STROMA").iterdir())[0],  # RGB TIFF
+    files = [sorted((small_data_dir / "chest_xray" / "test" / "PNEUMONIA").iterdir())[0],  # JPEG
+             *sorted((small_data_dir / "nih_cxr14_small" / "images").iterdir())[:40],  # RGB and RGBA PNGs
+             sorted((small_data_dir / "kather2016_small" / "02_STROMA").iterdir())[0],  # RGB TIFF
              tmp_path / "grey.png", tmp_path / "palette.png"]
     modes = set()
     for size in (28, 96, 224):

@@ -21,13 +21,13 @@ N_TRAIN, N_TEST = 30, 3  # per class; the first 30 PNEUMONIA files hold ~11 pati
 
 
 @pytest.fixture
-def kermany_subset(tmp_path: Path, data_dir: Path) -> Path:
+def kermany_subset(tmp_path: Path, small_data_dir: Path) -> Path:
     """A small real chest_xray copy with several images per patient, no val/."""
     root = tmp_path / "kermany"
     for split, n in (("train", N_TRAIN), ("test", N_TEST)):
         for cls in ("NORMAL", "PNEUMONIA"):
             (root / split / cls).mkdir(parents=True)
-            for p in sorted((data_dir / "chest_xray" / split / cls).iterdir())[:n]:
+            for p in sorted((small_data_dir / "chest_xray" / split / cls).iterdir())[:n]:
                 shutil.copyfile(p, root / split / cls / p.name)
     return root
 

@@ -40,8 +40,8 @@ def _write(path: Path, header: list[str], rows: list[list[str]], delimiter: str 
 
 
 @pytest.fixture(scope="module")
-def jpegs(data_dir: Path) -> list[Path]:
-    return sorted((data_dir / "chest_xray" / "train" / "NORMAL").iterdir())[:8]
+def jpegs(small_data_dir: Path) -> list[Path]:
+    return sorted((small_data_dir / "chest_xray" / "train" / "NORMAL").iterdir())[:8]
 
 
 @pytest.fixture
@@ -66,58 +66,76 @@ def _error(fn, *args, **kwargs) -> str:
 # ---------------------------------------------------------------------------------------------- real tables
 
 
-def test_real_nih_table(data_dir: Path):
-    path = data_dir / "nih_cxr14_1000" / "Data_Entry_2017.csv"
+def _check_nih_table(root: Path):
+    """Read an NIH ``Data_Entry_2017.csv`` and check it against the csv module's reading of the rows."""
+    path = root / "Data_Entry_2017.csv"
     rows = _csv_rows(path)
     expected = [set() if r["Finding Labels"] == "No Finding" else set(r["Finding Labels"].split("|")) for r in rows]
     counts = Counter(f for e in expected for f in e)
-    assert counts == NIH_COUNTS, "the data's README and the file disagree"
+    no_finding = [i for i, r in enumerate(rows) if r["Finding Labels"] == "No Finding"]
+    several = sum(len(e) >= 2 for e in expected)
+    patients = len({r["Patient ID"] for r in rows})
 
     t = read_label_table(path, labels="Finding Labels", group_column="Patient ID")
 
-    assert t.multilabel and t.labels.shape == (1000, 14) and t.labels.dtype == np.int8
-    assert t.class_names == sorted(NIH_COUNTS)
-    assert [f.parent for f in t.files] == [data_dir.absolute() / "nih_cxr14_1000" / "images"] * 1000
+    assert t.multilabel and t.labels.shape == (len(rows), len(counts)) and t.labels.dtype == np.int8
+    assert t.class_names == sorted(counts)
+    assert [f.parent for f in t.files] == [root.absolute() / "images"] * len(rows)
     assert [f.name for f in t.files] == [r["Image Index"] for r in rows] == t.names
     assert all(f.is_file() for f in t.files)
     got = [{t.class_names[k] for k in np.flatnonzero(row)} for row in t.labels]
     assert got == expected
     assert set(np.unique(t.labels)) == {0, 1}
-    no_finding = [i for i, r in enumerate(rows) if r["Finding Labels"] == "No Finding"]
-    assert len(no_finding) == 499 and not t.labels[no_finding].any()
-    assert int((t.labels.sum(axis=1) >= 2).sum()) == 213
-    assert t.groups.tolist() == [r["Patient ID"] for r in rows] and len(set(t.groups)) == 264
+    assert not t.labels[no_finding].any()
+    assert int((t.labels.sum(axis=1) >= 2).sum()) == several
+    assert t.groups.tolist() == [r["Patient ID"] for r in rows] and len(set(t.groups)) == patients
     assert t.splits is None
     rec = t.record
     assert rec["path_column"] == {"column": "Image Index", "chosen": "detected",
-                                  "image_root": str(data_dir.absolute() / "nih_cxr14_1000"),
-                                  "resolved": {"table_folder": 0, "folder_above": 0, "absolute": 0, "name": 1000,
+                                  "image_root": str(root.absolute()),
+                                  "resolved": {"table_folder": 0, "folder_above": 0, "absolute": 0, "name": len(rows),
                                                "stem": 0}}
-    assert {k: v["positive"] for k, v in rec["labels"]["counts"].items()} == NIH_COUNTS
-    assert rec["labels"]["mode"] == "joined" and rec["labels"]["no_finding_rows"] == 499
-    assert rec["labels"]["rows_with_2_or_more_positive"] == 213
-    assert rec["groups"] == {"source": "column 'Patient ID'", "n_groups": 264, "blank_rows": 0}
+    assert {k: v["positive"] for k, v in rec["labels"]["counts"].items()} == dict(counts)
+    assert rec["labels"]["mode"] == "joined" and rec["labels"]["no_finding_rows"] == len(no_finding)
+    assert rec["labels"]["rows_with_2_or_more_positive"] == several
+    assert rec["groups"] == {"source": "column 'Patient ID'", "n_groups": patients, "blank_rows": 0}
     assert json.loads(json.dumps(rec)) == rec
+    return rows, counts, len(no_finding), several, patients
 
 
-def test_real_siim_table_compare_label_and_dicom_patient_groups(data_dir: Path):
+def test_real_nih_table(data_dir: Path):
+    """All 1,000 rows: the figures the data's README gives."""
+    rows, counts, no_finding, several, patients = _check_nih_table(data_dir / "nih_cxr14_1000")
+    assert counts == NIH_COUNTS, "the data's README and the file disagree"
+    assert (len(rows), no_finding, several, patients) == (1000, 499, 213, 264), (len(rows), no_finding, several, patients)
+
+
+def test_real_nih_table_subset(small_data_dir: Path):
+    """The rows in tests/data (nih_cxr14_small): the same checks, on a subset with every kind of row."""
+    rows, counts, no_finding, several, patients = _check_nih_table(small_data_dir / "nih_cxr14_small")
+    assert 0 < no_finding < len(rows) and several > 0 and patients < len(rows), \
+        f"the subset must hold No Finding rows, rows with 2+ findings and patients with 2+ images: {rows}"
+
+
+def test_real_siim_table_compare_label_and_dicom_patient_groups(small_data_dir: Path):
     import pydicom
 
-    root = data_dir / "siim_acr_11"
+    root = small_data_dir / "siim_acr_small"
     rows = _csv_rows(root / "train-rle.csv")
-    assert len(rows) == 11
+    positive = [int(r["EncodedPixels"].strip() != "-1") for r in rows]
+    assert 0 < sum(positive) < len(rows), "the fixture holds both labels"
     t = read_label_table(root / "train-rle.csv", labels="EncodedPixels!=-1")
 
     assert [f.name for f in t.files] == [r["ImageId"] + ".dcm" for r in rows]
     assert all(f.parent == root.absolute() / "dicom-images" for f in t.files)
     assert t.class_names == ["EncodedPixels==-1", "EncodedPixels!=-1"] and not t.multilabel
-    assert t.labels.tolist() == [int(r["EncodedPixels"].strip() != "-1") for r in rows]
-    assert int(t.labels.sum()) == 5
+    assert t.labels.tolist() == positive
     patients = [pydicom.dcmread(root / "dicom-images" / (r["ImageId"] + ".dcm")).PatientID for r in rows]
     assert t.groups.tolist() == patients
     assert t.record["groups"]["source"] == "DICOM header PatientID (default: no group_column)"
-    assert t.record["path_column"]["resolved"]["stem"] == 11
-    assert t.record["labels"]["counts"] == {"EncodedPixels==-1": 6, "EncodedPixels!=-1": 5}
+    assert t.record["path_column"]["resolved"]["stem"] == len(rows)
+    assert t.record["labels"]["counts"] == {"EncodedPixels==-1": len(rows) - sum(positive),
+                                            "EncodedPixels!=-1": sum(positive)}
 
     named = read_label_table(root / "train-rle.csv", path_column="ImageId", labels=["encodedpixels!=-1"],
                              group_column="PatientID")
@@ -125,15 +143,15 @@ def test_real_siim_table_compare_label_and_dicom_patient_groups(data_dir: Path):
     assert named.record["groups"]["source"] == "DICOM header PatientID"
 
 
-def test_siim_style_duplicate_mask_rows_are_merged(tmp_path: Path, data_dir: Path):
-    src = data_dir / "siim_acr_11"
+def test_siim_style_duplicate_mask_rows_are_merged(tmp_path: Path, small_data_dir: Path):
+    src = small_data_dir / "siim_acr_small"
     shutil.copytree(src / "dicom-images", tmp_path / "dicom-images")
     rows = [[r["ImageId"], r["EncodedPixels"]] for r in _csv_rows(src / "train-rle.csv")]
     positive = next(r for r in rows if r[1].strip() != "-1")
     table = _write(tmp_path / "train-rle.csv", ["ImageId", " EncodedPixels"],
                    rows + [[positive[0], "1 2 3 4"], [positive[0], "9 9"]])
     t = read_label_table(table, labels="EncodedPixels!=-1")
-    assert len(t.files) == 11 and int(t.labels.sum()) == 5
+    assert len(t.files) == len(rows) and int(t.labels.sum()) == sum(r[1].strip() != "-1" for r in rows)
     assert t.record["duplicates"] == {"rows_merged": 2, "images_with_duplicates": 1}
 
 
@@ -242,8 +260,8 @@ def test_split_column_and_blank_groups(small):
     assert t.record["groups"]["blank_rows"] == 2 and t.record["groups"]["n_groups"] == 3
 
 
-def test_nih_original_header_with_trailing_comma_reads(tmp_path: Path, data_dir: Path):
-    src = data_dir / "nih_cxr14_1000"
+def test_nih_original_header_with_trailing_comma_reads(tmp_path: Path, small_data_dir: Path):
+    src = small_data_dir / "nih_cxr14_small"
     lines = (src / "Data_Entry_2017.csv").read_text().splitlines()[:6]
     (tmp_path / "images").mkdir()
     for line in lines[1:]:
@@ -374,10 +392,10 @@ def test_image_root_elsewhere_and_a_value_with_folders(tmp_path: Path, jpegs: li
 
 
 @pytest.mark.skipif(not hasattr(table_module.decode, "is_image_file"), reason="decode cannot tell DICOM by magic yet")
-def test_dicom_files_named_by_uid_without_dcm(tmp_path: Path, data_dir: Path):
+def test_dicom_files_named_by_uid_without_dcm(tmp_path: Path, small_data_dir: Path):
     import pydicom
 
-    src = data_dir / "siim_acr_11"
+    src = small_data_dir / "siim_acr_small"
     rows = _csv_rows(src / "train-rle.csv")[:4]
     (tmp_path / "dicom").mkdir()
     for r in rows:
@@ -386,6 +404,6 @@ def test_dicom_files_named_by_uid_without_dcm(tmp_path: Path, data_dir: Path):
                    [[r["ImageId"], r["EncodedPixels"]] for r in rows])
     t = read_label_table(table, labels="EncodedPixels==-1")
     assert [f.name for f in t.files] == [r["ImageId"] for r in rows]
-    assert t.record["path_column"]["resolved"]["name"] == 4
+    assert t.record["path_column"]["resolved"]["name"] == len(rows)
     assert t.groups.tolist() == [pydicom.dcmread(f).PatientID for f in t.files]
     assert t.labels.tolist() == [int(r["EncodedPixels"].strip() == "-1") for r in rows]
