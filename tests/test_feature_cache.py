@@ -9,12 +9,14 @@ from tl.trainable import run_epochs
 from tl.weights import load_state_dict
 
 
+TAKE = {"train": 400, "val": 120, "test": 120}  # of tests/data's 960 / 120 / 120
+
+
 @pytest.fixture(scope="module")
-def small_xray(data_dir) -> DatasetArrays:
-    full = load_dataset("pneumoniamnist", 28, data_dir)
-    take = {"train": 400, "val": 150, "test": 150}
-    return DatasetArrays(full.name, {s: full.images[s][:n] for s, n in take.items()},
-                         {s: full.labels[s][:n] for s, n in take.items()}, full.class_names)
+def small_xray(small_data_dir) -> DatasetArrays:
+    full = load_dataset("pneumoniamnist", 28, small_data_dir)
+    return DatasetArrays(full.name, {s: full.images[s][:n] for s, n in TAKE.items()},
+                         {s: full.labels[s][:n] for s, n in TAKE.items()}, full.class_names)
 
 
 def _run(arrays, **overrides):
@@ -40,4 +42,4 @@ def test_features_are_computed_once_per_backbone_weights_and_size(small_xray):
     made = set(cache_dir().glob("features/*.npz")) - before
     assert len(made) == 1, f"expected one feature file for one (backbone, weights, size), got {len(made)}"
     with np.load(next(iter(made))) as npz:
-        assert npz["train"].shape == (400, 1280) and npz["test"].shape == (150, 1280)
+        assert npz["train"].shape == (TAKE["train"], 1280) and npz["test"].shape == (TAKE["test"], 1280)
