@@ -146,7 +146,8 @@ def test_imagefolder_carves_val_from_train_stratified(xray_subset: Path):
     # 10 % of 20 per class go to val; test/ is used as it is.
     assert sizes == {"train": [18, 18], "val": [2, 2], "test": [5, 5]}, f"per-class split sizes, got {sizes}"
     assert arrays.class_names == list(CLASSES), arrays.class_names
-    assert arrays.images["train"].shape == (36, 3, 32, 32), arrays.images["train"].shape
+    # Kermany's JPEGs are RGB files of grey content: stored at one channel (the batcher expands it).
+    assert arrays.images["train"].shape == (36, 1, 32, 32), arrays.images["train"].shape
     assert arrays.images["val"].dtype == np.uint8
     carved = arrays.split_record["carved"]
     assert list(carved) == ["val"], f"only val is carved when test/ exists, got {list(carved)}"
@@ -156,7 +157,8 @@ def test_imagefolder_carves_val_from_train_stratified(xray_subset: Path):
     # The recorded files are the val images, in order: decode the first one and compare.
     with Image.open(xray_subset / files[0]) as im:
         expected = np.asarray(im.convert("RGB").resize((32, 32), Image.BILINEAR)).transpose(2, 0, 1)
-    np.testing.assert_array_equal(arrays.images["val"][0], expected, err_msg=f"val[0] is not {files[0]}")
+    assert (expected == expected[:1]).all(), "the JPEG's three channels decode alike"
+    np.testing.assert_array_equal(arrays.images["val"][0], expected[:1], err_msg=f"val[0] is not {files[0]}")
     assert arrays.labels["val"][0] == CLASSES.index(Path(files[0]).parent.name)
 
 
@@ -227,16 +229,20 @@ def test_imagefolder_classes_differing_between_splits_fail(xray_subset: Path):
 
 def test_decoded_imagefolder_is_cached_and_reread(xray_subset: Path, tl_cache_dir: Path,
                                                   monkeypatch: pytest.MonkeyPatch):
+    import tl.data.store
+
+    before = set((tl_cache_dir / "decoded").glob("xray_small-*/store.json"))
     first = load_dataset(str(xray_subset), 24, seed=0)
-    cached = sorted((tl_cache_dir / "decoded").glob("xray_small-*-24px-seed0.npz"))
-    assert len(cached) == 1, f"one cache file under $TL_CACHE_DIR, got {cached}"
+    stores = set((tl_cache_dir / "decoded").glob("xray_small-*/store.json")) - before
+    assert len(stores) == 1, f"one decode store under $TL_CACHE_DIR, got {stores}"
 
     def no_decoding(*args, **kwargs):
-        raise AssertionError("second load decoded the JPEGs again instead of reading the cache")
+        raise AssertionError("second load decoded the JPEGs again instead of reading the store")
 
-    monkeypatch.setattr(tl.data, "load_image_folder", no_decoding)
+    monkeypatch.setattr(tl.data.store, "decode_chunk", no_decoding)
     second = load_dataset(str(xray_subset), 24, seed=0)
     for split in ("train", "val", "test"):
+        assert isinstance(second.images[split], np.memmap), f"{split}: served memory-mapped from the store"
         np.testing.assert_array_equal(second.images[split], first.images[split], err_msg=split)
         np.testing.assert_array_equal(second.labels[split], first.labels[split], err_msg=split)
     assert second.class_names == first.class_names

@@ -50,7 +50,8 @@ def dhash(images: np.ndarray, chunk: int = 512) -> np.ndarray:
     words = HASH_SIDE * HASH_SIDE // 64
     out = np.empty((len(images), words), dtype=np.uint64)
     for i in range(0, len(images), chunk):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + chunk])).float().mean(1, keepdim=True)
+        # a copy of the chunk: the images may be a read-only memmap (the decode store), which torch warns about
+        x = torch.from_numpy(np.array(images[i:i + chunk])).float().mean(1, keepdim=True)
         small = F.adaptive_avg_pool2d(x, (HASH_SIDE, HASH_SIDE + 1))[:, 0].numpy()
         bits = (small[:, :, 1:] > small[:, :, :-1]).reshape(len(small), -1)
         out[i:i + chunk] = np.packbits(bits, axis=1).view(">u8").astype(np.uint64)

@@ -1,9 +1,10 @@
 """``python -m tl.search SPACE.py``: a Ray Tune search (Optuna sampling + ASHA) over a space file.
 
-Order of work: load and validate the space, resolve the dataset and every weights version on the
-driver (preflight), start or join Ray, share data and weights through the object store, run the
-Tuner, print the best trial; with ``--finalists``, re-train the top recipes over seeds
-(``tl.finalist_stage``). Bad input stops it before Ray starts, with one line.
+Order of work: load and validate the space, resolve every weights version and the dataset on the
+driver (preflight), start or join Ray, decode the data (Ray tasks) and audit it, share data and
+weights with the trials, run the Tuner, print the best trial; with ``--finalists``, re-train the top
+recipes over seeds (``tl.finalist_stage``). Bad input stops it with one line and no experiment
+folder: the space, weights and dataset path before Ray starts, the files' contents while decoding.
 """
 from __future__ import annotations
 
@@ -385,22 +386,28 @@ def _new_tuner(trainable, space: SearchSpace, args: argparse.Namespace, where: _
 
 
 def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    """The search, phase by phase: check the inputs, decode and audit the data, resolve the weights
-    (all before Ray starts, so bad input costs seconds), start Ray, run or resume the Tuner, print
-    the search's pick, run the finalist stage if asked, and print the recommended model."""
+    """The search, phase by phase: check the inputs and resolve the weights (before Ray starts, so bad
+    input costs seconds), start or join Ray, decode (Ray tasks) and audit the data, run or resume the
+    Tuner, print the search's pick, run the finalist stage if asked, and print the recommended model.
+    Trials on this machine get the decoded splits as memory-mapped files (one copy in the page cache);
+    with ``--address`` the pixels travel through the object store, one copy per node."""
     if args.mlflow is not None:
         _require_mlflow()
     space = _space_from_args(args)
     where = _Experiment(args)
+    weights = _complete_space(space, args)  # the space and its weights need neither data nor Ray
+    mlflow_uri = _mlflow_uri(args.mlflow) if args.mlflow is not None else None
+    resolve_dataset_path(space.dataset, args.data_dir, args.offline)  # a missing dataset, before Ray too
+    # Ray before the data: the decode store's chunks are Ray tasks on every core (every node with --address).
+    _init_ray(args.address, args.verbose)
     datasets = _load_data(space, args)
+    if args.address:  # other nodes may not see this disk: the pixels go through the object store, not paths
+        datasets = {size: arrays.by_value() for size, arrays in datasets.items()}
     first = next(iter(datasets.values()))
     audit, audit_pairs = audit_splits(first.images, names=first.names, groups=first.split_record.get("groups"))
     for line in audit_lines(audit):
         print(f"{PREFIX} {line}")
-    weights = _complete_space(space, args)
-    mlflow_uri = _mlflow_uri(args.mlflow) if args.mlflow is not None else None
 
-    _init_ray(args.address, args.verbose)
     import ray
     from ray import tune
 

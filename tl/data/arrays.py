@@ -6,13 +6,42 @@ fingerprints of each split let paired comparisons and calibration check they saw
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from tl.core.tasks import MEDMNIST, Task, medmnist_file, resolve_task
 
 SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class MappedFile:
+    """A whole ``.npy`` file opened with ``np.load(mmap_mode="r")``, pickled as its path: every process
+    that unpickles it maps the same file, so a node's processes share one copy in the page cache."""
+
+    path: str
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> "MappedFile | None":
+        """The file ``array`` maps whole (a read-only memmap of all of a ``.npy``), else None."""
+        if not (isinstance(array, np.memmap) and array.filename and array.mode == "r" and array.flags.c_contiguous):
+            return None
+        try:
+            with open(array.filename, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(f)
+                offset = f.tell()
+        except (OSError, ValueError):
+            return None
+        whole = (tuple(shape) == array.shape and not fortran and dtype == array.dtype and array.offset == offset
+                 and offset + array.nbytes == os.path.getsize(array.filename))
+        return cls(array.filename) if whole else None
+
+    def open(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r")
 
 
 @dataclass
@@ -31,6 +60,26 @@ class DatasetArrays:
     task_info: Task | None = None
     # split_fingerprint's results: computed once (on the driver for test and val) and shipped to trials
     _fingerprints: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        """Images that memory-map whole ``.npy`` files (the decode store's splits) pickle as their
+        paths, a few hundred bytes, and reopen memory-mapped: trials on this machine share the page
+        cache instead of each holding a copy. Valid only where the files are visible at the same
+        path; ``by_value`` ships the pixels instead."""
+        state = dict(self.__dict__)
+        state["images"] = {s: MappedFile.of(x) or x for s, x in self.images.items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["images"] = {s: x.open() if isinstance(x, MappedFile) else x for s, x in state["images"].items()}
+        self.__dict__.update(state)
+
+    def by_value(self) -> "DatasetArrays":
+        """A copy whose images pickle as their pixels (for nodes that cannot see this disk): plain
+        ndarray views of the memmaps, so nothing is copied until they are pickled."""
+        copy = replace(self, images={s: np.asarray(x) for s, x in self.images.items()})
+        copy._fingerprints = dict(self._fingerprints)
+        return copy
 
     @property
     def test_fingerprint(self) -> str:

@@ -13,7 +13,8 @@ import numpy as np
 
 from tl.data.arrays import SPLITS, DatasetArrays
 from tl.data.carve import group_split, stratified_split
-from tl.data.decode import decode_images, summarize_decode_records
+from tl.data.locate import cache_dir
+from tl.data.store import StoredSplits, store_splits
 from tl.data.groups import groups_record
 
 
@@ -70,25 +71,27 @@ def carve_splits(listing: Listing, seed: int, val_fraction: float, test_fraction
     return files, labels, groups, carved_record
 
 
-def decode_splits(files: dict[str, list[Path]], image_size: int, skip_bad: bool) -> tuple[dict, dict, dict, list]:
-    """Decode each split's files at ``image_size``: (images, kept indices, unreadable paths) per split,
-    and every file's decoding record."""
-    images, kept, bad, records = {}, {}, {}, []
-    for split in SPLITS:
-        images[split], kept[split], bad[split] = decode_images(files[split], image_size, skip_bad, records=records)
-    return images, kept, bad, records
+def decode_splits(files: dict[str, list[Path]], image_size: int, skip_bad: bool, *, root: Path, name: str = "",
+                  use_cache: bool = True) -> StoredSplits:
+    """Each split's files decoded at ``image_size`` through the decode store (``tl.data.store``): in
+    parallel, only what the store lacks, grey at one channel; the splits as read-only memmaps.
+    ``use_cache`` False: a temporary store, read into memory."""
+    return store_splits(files, root, image_size, skip_bad=skip_bad, name=name,
+                        cache=cache_dir() / "decoded" if use_cache else None)
 
 
 def build_arrays(listing: Listing, image_size: int, *, seed: int = 0, skip_bad: bool = False,
-                 val_fraction: float = 0.1, test_fraction: float = 0.15) -> DatasetArrays:
+                 val_fraction: float = 0.1, test_fraction: float = 0.15, use_cache: bool = True) -> DatasetArrays:
     """Carve, decode and record: the ``DatasetArrays`` of a listing at ``image_size``.
 
     The split record holds the seed, what was carved (fractions, files), the groups of each split,
     the files skipped as unreadable and a summary of how files were decoded (formats, DICOM VOI, ...).
+    The pixels come from the decode store (``decode_splits``): another seed decodes nothing.
     """
     files, labels, groups, carved = carve_splits(listing, seed, val_fraction, test_fraction)
-    images, kept, bad, records = decode_splits(files, image_size, skip_bad)
-    record = {**listing.record, "seed": seed, "carved": carved, "decoding": summarize_decode_records(records)}
+    stored = decode_splits(files, image_size, skip_bad, root=listing.root, name=listing.name, use_cache=use_cache)
+    kept, bad = stored.kept, stored.bad
+    record = {**listing.record, "seed": seed, "carved": carved, "decoding": stored.summary}
     for split in SPLITS:
         labels[split] = labels[split][kept[split]]
         files[split] = [files[split][i] for i in kept[split]]
@@ -103,4 +106,5 @@ def build_arrays(listing: Listing, image_size: int, *, seed: int = 0, skip_bad: 
         print(f"[tl.data] skipped {sum(map(len, skipped.values()))} unreadable images: "
               f"{', '.join(p for v in skipped.values() for p in v[:3])}")
     names = {s: [str(p.relative_to(listing.root)) for p in files[s]] for s in SPLITS}
-    return DatasetArrays(listing.name, images, labels, listing.class_names, record, names=names)
+    return DatasetArrays(listing.name, stored.images, labels, listing.class_names, record,
+                         fingerprint=f"{listing.name}-{stored.key}", names=names)

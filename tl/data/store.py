@@ -450,7 +450,11 @@ def gather_splits(store: _Store, rows: dict[str, np.ndarray], skip_bad: bool) ->
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     outs = {s: np.lib.format.open_memmap(tmp / f"{s}.npy", mode="w+", dtype=np.uint8,
-                                         shape=(len(kept_rows[s]), c, size, size)) for s in SPLITS}
+                                         shape=(len(kept_rows[s]), c, size, size))
+            for s in SPLITS if len(kept_rows[s])}
+    for s in SPLITS:
+        if not len(kept_rows[s]):  # an empty file cannot be mapped
+            np.save(tmp / f"{s}.npy", np.zeros((0, c, size, size), np.uint8))
     records: list = [None] * len(store.names)
     by_chunk = {s: kept_rows[s] // store.chunk for s in SPLITS}
     for i in range(store.n_chunks()):
@@ -461,7 +465,7 @@ def gather_splits(store: _Store, rows: dict[str, np.ndarray], skip_bad: bool) ->
             images = z["images"]
             records[i * store.chunk:i * store.chunk + len(images)] = json.loads(str(z["records"]))
         for s, positions in wanted.items():
-            if len(positions):
+            if len(positions) and s in outs:
                 outs[s][positions] = images[kept_rows[s][positions] - i * store.chunk]  # 1 -> 3 broadcasts
     for out in outs.values():
         out.flush()
@@ -512,7 +516,7 @@ def store_splits(files: dict[str, list[Path]], root: Path, image_size: int, *, s
         decoded = fill_store(store, stop_at_bad=not skip_bad, workers=workers, progress=progress)
         folder, kept, bad = gather_splits(store, rows, skip_bad)
     meta = json.loads((folder / "meta.json").read_text())
-    images = {s: np.load(folder / f"{s}.npy", mmap_mode="r") for s in SPLITS}
+    images = {s: np.load(folder / f"{s}.npy", mmap_mode="r" if meta["rows"][s] else None) for s in SPLITS}
     seconds = time.perf_counter() - t0
     if progress:
         work = (f"decoded {sum(d.images for d in decoded):,} images in {seconds:.1f} s" if decoded
