@@ -27,14 +27,15 @@ def two_node_cluster():
     cluster.shutdown()
 
 
-def test_search_uses_both_nodes_and_survives_losing_one(two_node_cluster, tmp_path, data_dir):
+def test_search_uses_both_nodes_and_survives_losing_one(two_node_cluster, tmp_path, small_data_dir):
     cluster, worker = two_node_cluster
     exp = tmp_path / "multi"
     search = subprocess.Popen(
-        [sys.executable, "-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data_dir),
+        [sys.executable, "-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(small_data_dir),
          "--storage", str(tmp_path), "--name", "multi", "--num-samples", "4", "--set", "batch_size=128",
-         # 5 epochs and no ASHA stop: a trial on the worker is mid-run for ~15 s, a wide window to kill it in
-         "--set", "epochs=5", "--max-epochs", "5", "--grace-period", "5",
+         # 10 epochs and no ASHA stop: on tests/data's 960 training images a trial on the worker is mid-run
+         # for several seconds, a wide window to kill it in
+         "--set", "epochs=10", "--max-epochs", "10", "--grace-period", "10",
          "--address", cluster.address],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     # Wait until a trial on the worker has reported an epoch but not finished, then take the node away.

@@ -26,9 +26,9 @@ def _search_cmd(data_dir: Path, storage: Path, *extra: str) -> list[str]:
             "--storage", str(storage), "--name", "fault", *extra]
 
 
-def test_trial_that_raises_is_retried_from_its_checkpoint(tmp_path, data_dir):
+def test_trial_that_raises_is_retried_from_its_checkpoint(tmp_path, small_data_dir):
     """R1: fail_at_epoch=2 raises once; Ray restores the epoch-1 checkpoint and the trial goes on at 2."""
-    proc = subprocess.run(_search_cmd(data_dir, tmp_path, "--num-samples", "2", "--set", "fail_at_epoch=2",
+    proc = subprocess.run(_search_cmd(small_data_dir, tmp_path, "--num-samples", "2", "--set", "fail_at_epoch=2",
                                       "--set", "batch_size=128"),
                           cwd=ROOT, capture_output=True, text=True, timeout=400, env=os.environ.copy())
     out = proc.stdout + proc.stderr
@@ -47,10 +47,10 @@ def test_trial_that_raises_is_retried_from_its_checkpoint(tmp_path, data_dir):
         assert epochs == sorted(set(epochs)), f"{d.name}: epochs {epochs}; an epoch was re-run"
 
 
-def test_killed_driver_is_resumed_without_losing_trials(tmp_path, data_dir):
+def test_killed_driver_is_resumed_without_losing_trials(tmp_path, small_data_dir):
     """R2: SIGKILL the driver mid-search; --resume finishes it with exactly num_samples trials."""
     exp = tmp_path / "fault"
-    driver = subprocess.Popen(_search_cmd(data_dir, tmp_path, "--num-samples", "4"), cwd=ROOT,
+    driver = subprocess.Popen(_search_cmd(small_data_dir, tmp_path, "--num-samples", "4"), cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
                               start_new_session=True)
     deadline = time.time() + 240
@@ -65,7 +65,7 @@ def test_killed_driver_is_resumed_without_losing_trials(tmp_path, data_dir):
     time.sleep(3)
     before = {d.name: read_rows(d) for d in _trial_dirs(exp)}
     finished_before = {n for n, rows in before.items() if rows and "test_acc" in rows[-1]}
-    resumed = subprocess.run(_search_cmd(data_dir, tmp_path, "--resume"), cwd=ROOT, capture_output=True,
+    resumed = subprocess.run(_search_cmd(small_data_dir, tmp_path, "--resume"), cwd=ROOT, capture_output=True,
                              text=True, timeout=400, env=os.environ.copy())
     try:
         os.killpg(driver.pid, signal.SIGKILL)  # the killed driver's Ray processes, if any survived

@@ -20,12 +20,12 @@ def _search(data_dir: Path, storage: Path, *extra: str, env: dict | None = None)
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400, env=env or os.environ.copy())
 
 
-def test_missing_mlflow_is_one_line_naming_the_extra(tmp_path, data_dir):
+def test_missing_mlflow_is_one_line_naming_the_extra(tmp_path, small_data_dir):
     blocker = tmp_path / "blocked" / "mlflow"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('mlflow is not installed (test stand-in)')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker.parent), str(ROOT)])}
-    proc = _search(data_dir, tmp_path / "results", "--mlflow", env=env)
+    proc = _search(small_data_dir, tmp_path / "results", "--mlflow", env=env)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == ["error: --mlflow needs MLflow: pip install -e '.[mlflow]'"], proc.stderr
     assert not (tmp_path / "results" / "tracked").exists(), "nothing may be written before the error"
@@ -33,10 +33,10 @@ def test_missing_mlflow_is_one_line_naming_the_extra(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_each_trial_is_an_mlflow_run_with_params_and_epoch_metrics(tmp_path, data_dir):
+def test_each_trial_is_an_mlflow_run_with_params_and_epoch_metrics(tmp_path, small_data_dir):
     mlflow = pytest.importorskip("mlflow")
     store = tmp_path / "mlruns"
-    proc = _search(data_dir, tmp_path, "--mlflow", str(store))
+    proc = _search(small_data_dir, tmp_path, "--mlflow", str(store))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     uri = f"sqlite:///{store / 'mlflow.db'}"
     assert f"MLflow: 2 runs in experiment 'tracked' at {uri}" in proc.stdout, proc.stdout[-1500:]
@@ -74,8 +74,8 @@ def test_each_trial_is_an_mlflow_run_with_params_and_epoch_metrics(tmp_path, dat
     import pandas as pd
 
     assert pd.read_csv(tmp_path / "report" / "chosen.csv", dtype=str)["trials"].tolist() == [chosen_id]
-    assert export_main([str(tmp_path / "tracked"), "--out", str(tmp_path / "bundle"), "--data-dir", str(data_dir),
-                        "--gradcam", "0"]) == 0
+    assert export_main([str(tmp_path / "tracked"), "--out", str(tmp_path / "bundle"),
+                        "--data-dir", str(small_data_dir), "--gradcam", "0"]) == 0
     exported = json.loads((tmp_path / "bundle" / "model.json").read_text())["provenance"]["trials"]
     assert exported == [chosen_id], exported
     files = {a.path for a in client.list_artifacts(chosen[0].info.run_id)}

@@ -1,4 +1,5 @@
-"""End to end: ``python -m tl.search search_spaces/smoke.py`` on real PneumoniaMNIST, then the report."""
+"""End to end: ``python -m tl.search search_spaces/smoke.py`` on real PneumoniaMNIST (the 1,200 images in
+tests/data), then the report."""
 from __future__ import annotations
 
 import hashlib
@@ -39,16 +40,33 @@ def _trials(exp: Path) -> list[dict]:
     return trials
 
 
-@pytest.fixture(scope="module")
-def smoke_experiment(tmp_path_factory, data_dir) -> Path:
-    storage = tmp_path_factory.mktemp("results")
-    proc = _run(["-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data_dir),
+def _split_sizes(data: Path) -> dict[str, int]:
+    """Rows per split of the PneumoniaMNIST file the searches here read, counted by numpy."""
+    with np.load(data / "pneumoniamnist.npz") as npz:
+        return {s: len(npz[f"{s}_labels"]) for s in ("train", "val", "test")}
+
+
+def _smoke_search(storage: Path, data: Path) -> Path:
+    proc = _run(["-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data),
                  "--storage", str(storage), "--name", "smoke", "--num-samples", "4"])
     assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "best trial by val_acc" in proc.stdout, proc.stdout[-2000:]
     (storage / "search_stdout.txt").write_text(proc.stdout)
     (storage / "search_stderr.txt").write_text(proc.stderr)
     return storage / "smoke"
+
+
+@pytest.fixture(scope="module")
+def smoke_experiment(tmp_path_factory, small_data_dir) -> Path:
+    return _smoke_search(tmp_path_factory.mktemp("results"), small_data_dir)
+
+
+@pytest.fixture(scope="module")
+def full_smoke_experiment(tmp_path_factory, data_dir) -> Path:
+    """The same search on the full PneumoniaMNIST. On tests/data's 960 training images every trial of
+    this space still predicts the majority class after one and two epochs: equal val_acc, so ASHA has
+    nothing to stop; 4,708 images separate the trials."""
+    return _smoke_search(tmp_path_factory.mktemp("results_full"), data_dir)
 
 
 # The live view's lines (tl/console.py), field by field.
@@ -91,9 +109,9 @@ def test_trials_write_the_event_files_the_printed_tensorboard_command_reads(smok
         assert list(t["dir"].glob("events.out.tfevents.*")), f"{t['dir'].name}: no TensorBoard event file"
 
 
-def test_sigterm_saves_the_search_and_prints_how_to_resume_it(tmp_path, data_dir):
+def test_sigterm_saves_the_search_and_prints_how_to_resume_it(tmp_path, small_data_dir):
     exp = tmp_path / "term"
-    cmd = [sys.executable, "-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data_dir),
+    cmd = [sys.executable, "-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(small_data_dir),
            "--storage", str(tmp_path), "--name", "term", "--num-samples", "4"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -104,17 +122,17 @@ def test_sigterm_saves_the_search_and_prints_how_to_resume_it(tmp_path, data_dir
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, f"exit {proc.returncode}\n{out[-2000:]}"
-    expected = (f"python -m tl.search search_spaces/smoke.py --data-dir {data_dir} --storage {tmp_path} "
+    expected = (f"python -m tl.search search_spaces/smoke.py --data-dir {small_data_dir} --storage {tmp_path} "
                 f"--num-samples 4 --name term --resume")
     assert expected in out, out[-2000:]
     assert (exp / "tuner.pkl").is_file(), "experiment state not saved"
 
 
-def test_smoke_search_leaves_a_complete_experiment_folder(smoke_experiment):
+def test_smoke_search_leaves_a_complete_experiment_folder(smoke_experiment, small_data_dir):
     trials = _trials(smoke_experiment)
     assert len(trials) == 4, f"expected 4 trials, found {len(trials)}"
     meta = json.loads((smoke_experiment / "tl_search.json").read_text())
-    assert meta["dataset"]["split_sizes"] == {"train": 4708, "val": 524, "test": 624}, meta["dataset"]
+    assert meta["dataset"]["split_sizes"] == _split_sizes(small_data_dir), meta["dataset"]
     for t in trials:
         assert [r["epoch"] for r in t["rows"]] == list(range(1, len(t["rows"]) + 1)), f"{t['dir'].name}: epochs not 1..k"
         for row in t["rows"]:
@@ -124,24 +142,36 @@ def test_smoke_search_leaves_a_complete_experiment_folder(smoke_experiment):
         assert list(t["dir"].glob("checkpoint_*/state.pt")), f"{t['dir'].name}: no checkpoint"
 
 
-def test_asha_stops_some_trials_and_completed_ones_are_tested_once(smoke_experiment):
-    trials = _trials(smoke_experiment)
+def test_asha_stops_some_trials_and_completed_ones_are_tested_once(full_smoke_experiment, data_dir):
+    stopped = _assert_tested_once_and_stopped_never(full_smoke_experiment, _split_sizes(data_dir))
+    assert stopped, "ASHA stopped no trial early"
+
+
+def test_completed_trials_are_tested_once_and_stopped_ones_never(smoke_experiment, small_data_dir):
+    _assert_tested_once_and_stopped_never(smoke_experiment, _split_sizes(small_data_dir))
+
+
+def _assert_tested_once_and_stopped_never(experiment: Path, sizes: dict[str, int]) -> list[dict]:
+    """Each completed trial has test metrics on its last row only and saved predictions of the whole
+    test and val splits; no stopped trial saw the test split. Returns the stopped trials."""
+    trials = _trials(experiment)
     stopped = [t for t in trials if len(t["rows"]) < t["params"]["epochs"]]
     completed = [t for t in trials if len(t["rows"]) == t["params"]["epochs"]]
-    assert stopped, "ASHA stopped no trial early"
     assert completed, "no trial ran all its epochs"
     for t in completed:
         last = t["rows"][-1]
         assert all(k in last for k in TEST_KEYS), f"{t['dir'].name}: last row lacks test metrics"
         assert not any("test_acc" in r for r in t["rows"][:-1]), "test evaluated before the end"
         preds = np.load(t["dir"] / "test_predictions.npz")
-        assert preds["probs"].shape == (624, 2)
+        assert preds["probs"].shape == (sizes["test"], 2)
         assert np.allclose(preds["probs"].sum(1), 1, atol=1e-4)
         assert abs((preds["probs"].argmax(1) == preds["labels"]).mean() - last["test_acc"]) < 1e-9
         val = np.load(t["dir"] / "val_predictions.npz")
-        assert val["probs"].shape == (524, 2) and str(val["test_fingerprint"]) == str(preds["test_fingerprint"])
+        assert val["probs"].shape == (sizes["val"], 2), val["probs"].shape
+        assert str(val["test_fingerprint"]) == str(preds["test_fingerprint"])
     for t in stopped:
         assert not any("test_acc" in r for r in t["rows"]), "a stopped trial saw the test split"
+    return stopped
 
 
 def test_summarize_reads_the_real_smoke_experiment(smoke_experiment, tmp_path):
@@ -164,9 +194,9 @@ def test_summarize_reads_the_real_smoke_experiment(smoke_experiment, tmp_path):
         f"search printed {folder}, the report recommends {chosen['trials'].iloc[0]}"
 
 
-def test_resume_of_a_finished_search_keeps_its_trials(smoke_experiment, data_dir):
+def test_resume_of_a_finished_search_keeps_its_trials(smoke_experiment, small_data_dir):
     before = {t["dir"].name: len(t["rows"]) for t in _trials(smoke_experiment)}
-    proc = _run(["-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data_dir),
+    proc = _run(["-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(small_data_dir),
                  "--storage", str(smoke_experiment.parent), "--name", "smoke", "--resume"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     after = {t["dir"].name: len(t["rows"]) for t in _trials(smoke_experiment)}
@@ -179,11 +209,11 @@ GRID_ARGS = ["-m", "tl.search", "search_spaces/smoke.py", "--sampler", "grid", "
 
 
 @pytest.fixture(scope="module")
-def grid_experiment(tmp_path_factory, data_dir) -> Path:
+def grid_experiment(tmp_path_factory, small_data_dir) -> Path:
     """A 2-trial grid whose trials both run all 2 epochs (so both can be finalists), then its
     finalist stage: the 2 recipes re-trained over 2 new seeds."""
     storage = tmp_path_factory.mktemp("grid")
-    proc = _run([*GRID_ARGS, "--data-dir", str(data_dir), "--storage", str(storage), "--name", "grid",
+    proc = _run([*GRID_ARGS, "--data-dir", str(small_data_dir), "--storage", str(storage), "--name", "grid",
                  "--mlflow", str(storage / "mlruns")])
     assert proc.returncode == 0, f"grid search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     (storage / "search_stdout.txt").write_text(proc.stdout)
@@ -208,18 +238,18 @@ def test_grid_sampler_runs_every_combination_once(grid_experiment):
     assert json.loads((grid_experiment / "tl_search.json").read_text())["args"]["repeatable"] is True
 
 
-def test_search_records_split_audit_and_test_fingerprint(smoke_experiment, data_dir):
-    """Issue 12: the audit ran before Ray (PneumoniaMNIST: 10 exact train/val pairs, measured),
+def test_search_records_split_audit_and_test_fingerprint(smoke_experiment, small_data_dir):
+    """Issue 12: the audit ran before Ray (tests/data keeps 2 of PneumoniaMNIST's 10 exact train/val pairs),
     and every saved prediction carries the test split's fingerprint from tl_search.json."""
     meta = json.loads((smoke_experiment / "tl_search.json").read_text())
     audit = meta["split_audit"]
     # Expected from the file itself: pairs of byte-identical images across two splits.
-    with np.load(data_dir / "pneumoniamnist.npz") as npz:
+    with np.load(small_data_dir / "pneumoniamnist.npz") as npz:
         digests = {s: Counter(hashlib.sha256(im.tobytes()).hexdigest() for im in npz[f"{s}_images"])
                    for s in ("train", "val", "test")}
     expected = {f"{a}|{b}": sum(n * digests[b][d] for d, n in digests[a].items() if d in digests[b])
                 for a, b in (("train", "val"), ("train", "test"), ("val", "test"))}
-    assert expected["train|val"] > 0, "PneumoniaMNIST's official split repeats images: the test must see some"
+    assert expected["train|val"] > 0, "the fixture keeps repeated images across splits: the test must see some"
     assert audit["exact_duplicates"] == expected, (audit, expected)
     assert audit["group_overlap"] is None and (smoke_experiment / "split_audit.npz").is_file()
     printed = (smoke_experiment.parent / "search_stdout.txt").read_text()
@@ -296,19 +326,19 @@ def test_report_finalists_section_agrees_with_the_printed_lines(grid_experiment,
     assert meta["finalists"]["seeds"] == sorted({t["params"]["seed"] for t in mine})
 
 
-def test_resume_keeps_a_finished_finalist_stage(grid_experiment, data_dir):
+def test_resume_keeps_a_finished_finalist_stage(grid_experiment, small_data_dir):
     runs = lambda: {t["dir"].name: len(t["rows"]) for t in _trials(grid_experiment / "finalists")}  # noqa: E731
     before = runs()
-    proc = _run([*GRID_ARGS, "--data-dir", str(data_dir), "--storage", str(grid_experiment.parent), "--name", "grid",
-                 "--resume"])
+    proc = _run([*GRID_ARGS, "--data-dir", str(small_data_dir), "--storage", str(grid_experiment.parent),
+                 "--name", "grid", "--resume"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "continuing the stage" in proc.stdout and "finalist winner:" in proc.stdout
     assert runs() == before, "resuming re-ran or added finalist trials"
 
 
-def test_verbose_brings_back_rays_own_output(tmp_path, data_dir):
-    proc = _run(["-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data_dir), "--storage", str(tmp_path),
-                 "--name", "loud", "--num-samples", "2", "--max-epochs", "1", "--verbose"])
+def test_verbose_brings_back_rays_own_output(tmp_path, small_data_dir):
+    proc = _run(["-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(small_data_dir),
+                 "--storage", str(tmp_path), "--name", "loud", "--num-samples", "2", "--max-epochs", "1", "--verbose"])
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     out = proc.stdout + proc.stderr
     assert "started with configuration" in out and "Trial status" in out, out[-2000:]
@@ -316,18 +346,20 @@ def test_verbose_brings_back_rays_own_output(tmp_path, data_dir):
     assert not [ln for ln in out.splitlines() if STATUS.match(ln)], "no live-view status lines with --verbose"
 
 
-def test_export_and_predict_the_trial_the_search_printed(smoke_experiment, data_dir, tmp_path):
+def test_export_and_predict_the_trial_the_search_printed(smoke_experiment, small_data_dir, tmp_path):
     """The issue-14 flow on a real search: export what tl.search printed, predict its test split."""
     from tl.export import main as export_main
     from tl.predict import main as predict_main
 
     printed = (smoke_experiment.parent / "search_stdout.txt").read_text()
     folder = smoke_experiment / Path(printed.split("trial folder: ")[1].splitlines()[0]).name
-    assert export_main([str(smoke_experiment), "--out", str(tmp_path / "bundle"), "--data-dir", str(data_dir)]) == 0
+    assert export_main([str(smoke_experiment), "--out", str(tmp_path / "bundle"),
+                        "--data-dir", str(small_data_dir)]) == 0
     meta = json.loads((tmp_path / "bundle" / "model.json").read_text())
     assert folder.name.startswith(meta["provenance"]["trials"][0]), (folder.name, meta["provenance"]["trials"])
     out = tmp_path / "p.csv"
-    assert predict_main([str(tmp_path / "bundle"), f"{data_dir / 'pneumoniamnist.npz'}:test", "--out", str(out)]) == 0
+    assert predict_main([str(tmp_path / "bundle"), f"{small_data_dir / 'pneumoniamnist.npz'}:test",
+                         "--out", str(out)]) == 0
     import pandas as pd
     from tl.core.calibration import apply_temperature
 
@@ -336,7 +368,7 @@ def test_export_and_predict_the_trial_the_search_printed(smoke_experiment, data_
     assert np.abs(got - apply_temperature(saved, meta["temperature"])).max() <= 1e-5
 
 
-def test_console_report_mlflow_and_export_agree_on_the_finalist_winner(grid_experiment, data_dir, tmp_path):
+def test_console_report_mlflow_and_export_agree_on_the_finalist_winner(grid_experiment, small_data_dir, tmp_path):
     """Issues 14 and 20: with a finalist stage, the model is the winning recipe's seed ensemble, and the
     console, the report, MLflow's tl.chosen tag and tl.export all name the same seed trials. The winner is
     recomputed here from result.json alone."""
@@ -364,7 +396,7 @@ def test_console_report_mlflow_and_export_agree_on_the_finalist_winner(grid_expe
     # Ray names a run "<trainable>_<trial id>"; a finalist's trial id holds an underscore itself.
     assert len(tagged) == len(seeds) and all(name.endswith(f"_{s}") for name, s in zip(tagged, seeds)), \
         f"MLflow tags {tagged}, the winner's seeds are {seeds}"
-    assert export_main([str(grid_experiment), "--out", str(tmp_path / "b"), "--data-dir", str(data_dir),
+    assert export_main([str(grid_experiment), "--out", str(tmp_path / "b"), "--data-dir", str(small_data_dir),
                         "--gradcam", "0"]) == 0
     meta = json.loads((tmp_path / "b" / "model.json").read_text())
     assert meta["kind"] == "ensemble" and sorted(meta["provenance"]["trials"]) == seeds, (meta["provenance"], seeds)

@@ -85,11 +85,11 @@ def _npz(tmp: Path, drop: str | None = None, bad_label: bool = False, n: int = 4
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_one_line_and_leaves_no_experiment(case, tmp_path, data_dir):
+def test_bad_input_is_one_line_and_leaves_no_experiment(case, tmp_path, small_data_dir):
     make_args, must_mention = CASES[case]
-    args = make_args(tmp_path, data_dir)
+    args = make_args(tmp_path, small_data_dir)
     if "--data-dir" not in args:
-        args += ["--data-dir", str(data_dir)]
+        args += ["--data-dir", str(small_data_dir)]
     storage = tmp_path / "results"
     proc = _search(args, storage)
     assert proc.returncode == 2, f"{case}: exit {proc.returncode}, the README promises 2\n{proc.stdout[-1500:]}"
@@ -100,19 +100,19 @@ def test_bad_input_is_one_line_and_leaves_no_experiment(case, tmp_path, data_dir
     assert not (storage / "bad").exists(), f"{case}: left an experiment folder behind"
 
 
-def test_unwritable_storage_is_reported(tmp_path, data_dir):
+def test_unwritable_storage_is_reported(tmp_path, small_data_dir):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
-    proc = _search(["search_spaces/smoke.py", "--data-dir", str(data_dir)], blocker / "results")
+    proc = _search(["search_spaces/smoke.py", "--data-dir", str(small_data_dir)], blocker / "results")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr[-1000:])
     assert "--storage" in proc.stderr and "not writable" in proc.stderr, proc.stderr[-1000:]
 
 
 @pytest.mark.slow
-def test_skip_bad_images_flag_names_how_many(tmp_path, data_dir):
+def test_skip_bad_images_flag_names_how_many(tmp_path, small_data_dir):
     """The same corrupt folder that stops a search (CASES) runs with --skip-bad-images, which says how
     many files it left out and records them."""
-    root = _folder_with_bad_jpeg(tmp_path, "corrupt", data_dir)
+    root = _folder_with_bad_jpeg(tmp_path, "corrupt", small_data_dir)
     storage = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "tl.search", "search_spaces/smoke.py", "--dataset", str(root),
                            "--skip-bad-images", "--num-samples", "1", "--max-epochs", "1", "--set", "batch_size=4",
