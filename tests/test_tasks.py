@@ -168,7 +168,7 @@ CLI_CASES = {
 
 
 @pytest.mark.parametrize("case", list(CLI_CASES))
-def test_bad_task_input_is_one_error_line_before_ray(case, tmp_path, data_dir, capsys, monkeypatch):
+def test_bad_task_input_is_one_error_line_before_ray(case, tmp_path, small_data_dir, capsys, monkeypatch):
     import ray
 
     from tl.search import main
@@ -176,7 +176,7 @@ def test_bad_task_input_is_one_error_line_before_ray(case, tmp_path, data_dir, c
     make, must, *body = CLI_CASES[case]
     monkeypatch.setattr("tl.search._init_ray", lambda *a, **k: pytest.fail("Ray started on bad input"))
     space = _write_space(tmp_path, body[0] if body else "")
-    code = main([str(space), "--data-dir", str(data_dir), "--offline", "--storage", str(tmp_path / "r"),
+    code = main([str(space), "--data-dir", str(small_data_dir), "--offline", "--storage", str(tmp_path / "r"),
                  "--name", "bad", *make(tmp_path)])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
