@@ -176,12 +176,23 @@ def _local_decode_chunk(paths: list[str], image_size: int) -> dict:
     return out
 
 
-def _ray_running() -> bool:
+def _ray_driver() -> bool:
+    """Whether this process is a Ray driver (the search), not a Ray worker (a trial that decodes for
+    itself, whose CPUs are the trial's: it must not wait on tasks that need more)."""
     if "ray" not in sys.modules:
         return False
     import ray
 
-    return ray.is_initialized()
+    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.SCRIPT_MODE
+
+
+def _cpus_given() -> int:
+    """CPUs Ray assigned to this worker (a trial), else this process's CPUs."""
+    import ray
+
+    if ray.is_initialized() and not _ray_driver():
+        return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    return local_cpus()
 
 
 def local_cpus() -> int:
@@ -240,14 +251,16 @@ def run_chunks(jobs: list[tuple[int, list[str]]], image_size: int, workers: int 
                ) -> Iterator[tuple[int, dict]]:
     """``decode_chunk`` over ``jobs`` ((chunk index, paths)), yielding (index, result) as chunks finish.
 
-    Where: Ray tasks when this process runs Ray (the search starts or joins it before decoding);
-    else a local process pool of ``workers`` (default: the CPUs this process may use); in this
-    process when ``workers`` is 1, or there is a single chunk.
+    Where: Ray tasks when this process is a Ray driver (the search starts or joins Ray before
+    decoding); else a local process pool of ``workers`` (default: the CPUs this process may use; in
+    a Ray worker, the CPUs Ray gave it); in this process when ``workers`` is 1, or there is a single
+    chunk.
     """
-    workers = local_cpus() if workers is None else workers
+    if workers is None:
+        workers = local_cpus() if "ray" not in sys.modules else _cpus_given()
     if len(jobs) <= 1 or workers <= 1:
         return _run_here(jobs, image_size)
-    if _ray_running():
+    if _ray_driver():
         return _run_with_ray(jobs, image_size)
     return _run_with_pool(jobs, image_size, min(workers, len(jobs)))
 
