@@ -2,9 +2,11 @@
 
 Formats: MedMNIST-style ``.npz`` files (``npz``) and ImageFolder trees (``imagefolder``). Each
 ends as ``DatasetArrays`` (``arrays``): uint8 images (N, C, H, W) per split, labels, class names and
-the split record. ``load_dataset`` (``load``) is the entry point: decoded once per (dataset, image
-size), cached on disk so trials never touch an image file. Carving (``carve``) and grouping keys
-(``groups``) are pure functions of labels and names.
+the split record. ``load_dataset`` (``load``) is the entry point: files are decoded once per (files,
+image size, decoder) into the decode store (``store``: parallel, resumable, grey at one channel),
+and each carve's splits are memory-mapped files every trial of a node shares, so trials never touch
+an image file. Carving (``carve``) and grouping keys (``groups``) are pure functions of labels and
+names, applied after decoding.
 """
 from tl.data.arrays import SPLITS, DatasetArrays
 from tl.data.decode import IMAGE_EXTENSIONS, decode_images
