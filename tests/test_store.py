@@ -215,7 +215,8 @@ def test_two_node_cluster_decodes_on_both_nodes(data_dir, tmp_path):
     try:
         ray.init(address=cluster.address, log_to_driver=False)
         files = _kermany(data_dir, tmp_path / "imgs", 320)
-        out = store_splits(_splits(files), tmp_path / "imgs", 32, cache=tmp_path / "c", chunk=16, progress=False)
+        out = store_splits(_splits(files), tmp_path / "imgs", 32, cache=tmp_path / "c", chunk=16, workers=2,
+                           progress=False)
         nodes = {d.node for d in out.decoded}
         assert len(out.decoded) == 20, len(out.decoded)
         assert nodes == {cluster.head_node.node_id, worker.node_id}, f"chunks by node: {nodes}"

@@ -53,6 +53,7 @@ from tl.data.decode import DECODER_VERSION, decode_image, summarize_decode_recor
 DECODE_OPTIONS = {"channels": "content", "resize": "PIL bilinear"}
 MAX_CHUNK = 512  # images per chunk file: ~2 s of decoding at 256-320 px, 8 MB at 128 px grey
 MIN_CHUNK = 64
+MIN_PARALLEL = 1024  # fewer images to decode (about a second's work) go faster in this process than in workers
 PROGRESS_EVERY_S = 10.0  # off a terminal: a progress line every 10 s or 10 % of the images
 
 
@@ -225,8 +226,13 @@ def _run_with_ray(jobs: list[tuple[int, list[str]]], image_size: int) -> Iterato
 
 
 def _run_with_pool(jobs: list[tuple[int, list[str]]], image_size: int, workers: int) -> Iterator[tuple[int, dict]]:
-    """Chunks in a local process pool (spawned workers: the caller may hold threads), as they finish."""
+    """Chunks in a local process pool (spawned workers: the caller may hold threads), as they finish.
+
+    A pool that breaks (a worker killed; a script without ``if __name__ == "__main__":``, which
+    spawned workers re-run) leaves the remaining chunks to this process, with a notice.
+    """
     import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
 
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     todo, running = list(jobs), {}
@@ -237,7 +243,15 @@ def _run_with_pool(jobs: list[tuple[int, list[str]]], image_size: int, workers: 
                 running[pool.submit(_local_decode_chunk, paths, image_size)] = index
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                yield running.pop(future), future.result()
+                yield running[future], future.result()
+                del running[future]
+    except BrokenProcessPool as exc:
+        print(f"[tl.data] the decode pool broke ({exc}; a script needs if __name__ == '__main__': to use it); "
+              "decoding the rest in this process", file=sys.stderr, flush=True)
+        left = sorted(set(running.values()) | {index for index, _ in todo})
+        paths = dict(jobs)
+        running.clear()
+        yield from _run_here([(i, paths[i]) for i in left], image_size)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -253,11 +267,13 @@ def run_chunks(jobs: list[tuple[int, list[str]]], image_size: int, workers: int 
 
     Where: Ray tasks when this process is a Ray driver (the search starts or joins Ray before
     decoding); else a local process pool of ``workers`` (default: the CPUs this process may use; in
-    a Ray worker, the CPUs Ray gave it); in this process when ``workers`` is 1, or there is a single
-    chunk.
+    a Ray worker, the CPUs Ray gave it); in this process when ``workers`` is 1, there is a single
+    chunk, or (``workers`` None) fewer than ``MIN_PARALLEL`` images, which decode faster than workers start.
     """
     if workers is None:
         workers = local_cpus() if "ray" not in sys.modules else _cpus_given()
+        if sum(len(paths) for _, paths in jobs) < MIN_PARALLEL:
+            workers = 1
     if len(jobs) <= 1 or workers <= 1:
         return _run_here(jobs, image_size)
     if _ray_driver():
