@@ -18,12 +18,14 @@ import sys
 from pathlib import Path
 
 from tl.audit import audit_lines, audit_splits, save_pairs
-from tl.console import PREFIX, LiveView, resume_command, run_options, set_restored_options, space_summary
+from tl.console import (PREFIX, LiveView, dataset_summary, resume_command, run_options, set_restored_options,
+                        space_summary)
 from tl.core.errors import TLError
 from tl.core.finalists import parse_count
 from tl.core.results import AUDIT_FILE, SEARCH_FILE, write_search_meta
 from tl.core.tasks import check_metric
 from tl.data import load_dataset, resolve_dataset_path
+from tl.data.tabular import add_table_arguments, table_options_from_args
 from tl.finalist_stage import run_finalist_stage
 from tl.space import (SAMPLERS, SearchSpace, SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points,
                       points_param_space)
@@ -48,7 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed of the sampler and of every trial (default 0; a PARAMS seed "
                                             "list in the file repeats each recipe per seed instead)")
     g = p.add_argument_group("data and weights")
-    g.add_argument("--dataset", help="MedMNIST name, .npz file or ImageFolder root (overrides the file)")
+    g.add_argument("--dataset", help="MedMNIST name, .npz file, ImageFolder root, or a .csv/.tsv label table "
+                                     "(overrides the file)")
     g.add_argument("--data-dir", default=os.environ.get("TL_DATA_DIR"), help="where named datasets live (env TL_DATA_DIR)")
     g.add_argument("--offline", action="store_true", help="never download; drop (backbone, weights) pairs that are not cached")
     g.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
@@ -56,6 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                      "path relative to the dataset root (npz: {split}_names); carved "
                                                      "splits become disjoint by group (overrides the file's GROUPS)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="pin one parameter (repeatable)")
+    add_table_arguments(p)
     g = p.add_argument_group("where it runs")
     g.add_argument("--storage", default="./results", help="results root: local path, NFS path or cloud URI")
     g.add_argument("--name", help="experiment name (default: SPACE-TIMESTAMP)")
@@ -102,6 +106,8 @@ def _space_from_args(args: argparse.Namespace) -> SearchSpace:
         space.dataset = args.dataset
     if args.groups is not None:
         space.groups = args.groups
+    elif args.group_column is not None:  # a patient column on the command line beats the file's GROUPS regex
+        space.groups = None
     for attr in ("num_samples", "max_epochs", "grace_period", "reduction_factor", "sampler",
                  "cpus_per_trial", "gpus_per_trial"):
         if getattr(args, attr) is not None:
@@ -110,7 +116,16 @@ def _space_from_args(args: argparse.Namespace) -> SearchSpace:
     pinned = any(pin.startswith("seed=") for pin in pins)
     if not pinned and (args.seed is not None or "seed" not in space.params):
         pins.append(f"seed={args.seed or 0}")
-    return _with_finalist_args(apply_overrides(space, pins), args)
+    # The uncertain-label policy: --uncertain, else the file's UNCERTAIN, unless PARAMS searches over it.
+    uncertain = args.uncertain or space.uncertain
+    if uncertain and not any(pin.startswith("uncertain=") for pin in pins):
+        if args.uncertain or "uncertain" not in space.params:
+            pins.append(f"uncertain={uncertain}")
+    space = _with_finalist_args(apply_overrides(space, pins), args)
+    table = table_options_from_args(args, space.table_options())
+    if table is not None:  # every trial (and tl.export) reads the table as the driver did
+        space.fixed["table"] = table
+    return space
 
 
 def _drop_missing(space: SearchSpace, missing: dict, offline: bool) -> None:
@@ -327,16 +342,17 @@ def _load_data(space: SearchSpace, args: argparse.Namespace) -> dict:
     sizes = space.image_sizes()[:1] if source.is_file() else space.image_sizes()
     loaded = {size: load_dataset(space.dataset, size, args.data_dir, offline=args.offline, seed=args.seed or 0,
                                  skip_bad=args.skip_bad_images, groups=space.groups, task=space.task,
-                                 positive_class=space.positive_class) for size in sizes}
+                                 positive_class=space.positive_class, table=space.fixed.get("table"))
+              for size in sizes}
     datasets = {size: loaded.get(size, loaded[sizes[0]]) for size in space.image_sizes()}
     for arrays in loaded.values():  # computed once here, they travel to the trials with the arrays
         for split in ("test", "val"):
             arrays.split_fingerprint(split)
     first = next(iter(datasets.values()))
     check_metric(space.metric, first.task, f"{args.space}: METRIC")
-    what = "findings" if first.task == "multilabel" else "classes"
-    print(f"{PREFIX} task {first.task}: {first.num_classes} {what}"
-          + (f", positive class {first.class_names[first.positive_index]!r}" if first.task == "binary" else ""))
+    uncertain = space.params.get("uncertain") or space.fixed.get("uncertain") or "ignore"
+    for line in dataset_summary(first, uncertain):
+        print(f"{PREFIX} {line}")
     batch_sizes = space.params.get("batch_size", [space.fixed.get("batch_size", 64)])
     if isinstance(batch_sizes, list) and min(batch_sizes) > len(first.labels["train"]):
         raise TLError(f"batch_size {min(batch_sizes)} is larger than the training set ({len(first.labels['train'])} images)")

@@ -89,15 +89,15 @@ class DatasetArrays:
         return self.split_fingerprint("test")
 
     def split_fingerprint(self, split: str) -> str:
-        """Hash of one split's labels and file names, and its pixels unless it is an ImageFolder
-        split with known files (so decoding at another image size is the same split); see
-        ``test_fingerprint``."""
+        """Hash of one split's labels and file names, and its pixels unless it is an ImageFolder or
+        label-table split with known files (so decoding at another image size, or at one channel
+        instead of three, is the same split); see ``test_fingerprint``."""
         if split in self._fingerprints:
             return self._fingerprints[split]
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(self.labels[split], dtype=np.int64).data)
         h.update("\n".join(self.names.get(split, [])).encode())
-        if not (self.split_record.get("source") == "imagefolder" and self.names.get(split)):
+        if not (self.split_record.get("source") in ("imagefolder", "label table") and self.names.get(split)):
             h.update(np.ascontiguousarray(self.images[split]).data)
         self._fingerprints[split] = h.hexdigest()[:16]
         return self._fingerprints[split]
@@ -134,8 +134,13 @@ class DatasetArrays:
         return int(self.images["train"].shape[1])
 
     def describe(self) -> dict:
+        """What ``tl_search.json`` records of the dataset: task, classes, split sizes and per-split label
+        counts (positives and, for findings, uncertain labels), the test fingerprint and the split record."""
+        from tl.data.tabular import label_counts
+
         return {"name": self.name, "task": self.task, "num_classes": self.num_classes,
                 "class_names": self.class_names, "positive_class": self.positive_index,
                 "split_sizes": {s: int(len(self.labels[s])) for s in SPLITS},
+                "label_counts": label_counts(self.labels, self.class_names),
                 "test_fingerprint": self.test_fingerprint, "split": self.split_record}
 

@@ -6,6 +6,7 @@ A folder tree (``tl.data.imagefolder``) and a label table (``tl.data.tabular``) 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,12 @@ class Listing:
     record: dict = field(default_factory=dict)  # what the source says about itself (folder root, table)
 
 
+def relative_name(path: Path, root: Path) -> str:
+    """A file's name as recorded: relative to the dataset's root (``../`` for a file beside it, as
+    CheXpert's images sit beside its table's folder)."""
+    return os.path.relpath(path, root)
+
+
 def stratify_key(labels: np.ndarray) -> np.ndarray:
     """One stratum per image: its class; for findings (N, K), its rarest positive finding (K: none), so
     a carve keeps rare findings on both sides."""
@@ -43,6 +50,17 @@ def stratify_key(labels: np.ndarray) -> np.ndarray:
     rarity = np.argsort(np.argsort(positive.sum(0), kind="stable"), kind="stable")  # 0 = rarest finding
     ranked = np.where(positive, rarity[None, :], labels.shape[1])
     return np.where(positive.any(1), np.argmin(ranked, axis=1), labels.shape[1])
+
+
+def _pool_thin_strata(key: np.ndarray, groups: np.ndarray, folds: int) -> np.ndarray:
+    """Findings' strata held by fewer patients than the carve has folds join one pooled stratum: a
+    rare finding (NIH's hernia: 9 images) cannot be spread over every fold, and need not stop the carve."""
+    key = np.asarray(key).copy()
+    pooled = key.max() + 1
+    for stratum in np.unique(key):
+        if len(set(groups[key == stratum])) < folds:
+            key[key == stratum] = pooled
+    return key
 
 
 def carve_splits(listing: Listing, seed: int, val_fraction: float, test_fraction: float) -> tuple[dict, dict, dict, dict]:
@@ -56,6 +74,8 @@ def carve_splits(listing: Listing, seed: int, val_fraction: float, test_fraction
         if split in files:
             continue
         key = stratify_key(labels["train"])
+        if "train" in groups and np.ndim(labels["train"]) == 2:
+            key = _pool_thin_strata(key, groups["train"], max(2, int(round(1 / fraction))))
         if "train" in groups:
             kept, carved = group_split(key, groups["train"], fraction, seed)
             groups[split], groups["train"] = groups["train"][carved], groups["train"][kept]
@@ -67,7 +87,7 @@ def carve_splits(listing: Listing, seed: int, val_fraction: float, test_fraction
         labels["train"] = labels["train"][kept]
         carved_record[split] = {"fraction": fraction, "from": "train", "n": len(carved),
                                 "by": "label and group" if "train" in groups else "label",
-                                "files": [str(p.relative_to(listing.root)) for p in files[split]]}
+                                "files": [relative_name(p, listing.root) for p in files[split]]}
     return files, labels, groups, carved_record
 
 
@@ -105,6 +125,6 @@ def build_arrays(listing: Listing, image_size: int, *, seed: int = 0, skip_bad: 
         record["skipped_bad_images"] = skipped
         print(f"[tl.data] skipped {sum(map(len, skipped.values()))} unreadable images: "
               f"{', '.join(p for v in skipped.values() for p in v[:3])}")
-    names = {s: [str(p.relative_to(listing.root)) for p in files[s]] for s in SPLITS}
-    return DatasetArrays(listing.name, stored.images, labels, listing.class_names, record,
+    names = {s: [relative_name(p, listing.root) for p in files[s]] for s in SPLITS}
+    return DatasetArrays(listing.name, stored.images, {s: labels[s] for s in SPLITS}, listing.class_names, record,
                          fingerprint=f"{listing.name}-{stored.key}", names=names)

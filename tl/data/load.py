@@ -12,6 +12,7 @@ from tl.data.imagefolder import list_image_folder
 from tl.data.listing import build_arrays
 from tl.data.locate import resolve_dataset_path
 from tl.data.npz import load_npz_splits
+from tl.data.tabular import TableOptions, is_table, list_label_table
 
 
 def _fingerprint(path: Path) -> str:
@@ -27,25 +28,30 @@ def _fingerprint(path: Path) -> str:
 def load_dataset(dataset: str, image_size: int, data_dir: str | Path | None = None, *,
                  offline: bool = False, seed: int = 0, skip_bad: bool = False,
                  use_cache: bool = True, groups: str | None = None, task: str | None = None,
-                 positive_class: str | None = None) -> DatasetArrays:
-    """Load a dataset by name or path, decoded at ``image_size`` (ImageFolder) or native (npz).
+                 positive_class: str | None = None, table: dict | None = None) -> DatasetArrays:
+    """Load a dataset by name or path, decoded at ``image_size`` (folders, tables) or native (npz).
 
-    ``.npz`` images keep their stored size (the trainable resizes batches); ImageFolder files are
-    decoded once at ``image_size`` into the decode store under ``cache_dir()/decoded``, keyed by the
-    files' names, sizes and mtimes, never by the seed or the grouping (``groups``: regex over file
-    paths, see :mod:`tl.data.groups`): the carve is indices applied after decoding, its splits
-    memory-mapped files. ``use_cache`` False: a temporary store, read into memory. ``task`` and
-    ``positive_class`` (TASK, POSITIVE_CLASS) override the task table; TLError if they do not fit
-    the labels.
+    ``.npz`` images keep their stored size (the trainable resizes batches); the files of an
+    ImageFolder tree or a label table (``.csv``/``.tsv``, read with ``table``'s options, see
+    ``tl.data.tabular.TableOptions``) are decoded once at ``image_size`` into the decode store under
+    ``cache_dir()/decoded``, keyed by the files' names, sizes and mtimes, never by the seed or the
+    grouping (``groups``: regex over file paths, see :mod:`tl.data.groups`): the carve is indices
+    applied after decoding, its splits memory-mapped files. ``use_cache`` False: a temporary store,
+    read into memory. ``task`` and ``positive_class`` (TASK, POSITIVE_CLASS) override the task
+    table; TLError if they do not fit the labels.
     """
-    arrays = _load_arrays(dataset, image_size, data_dir, offline, seed, skip_bad, use_cache, groups)
+    arrays = _load_arrays(dataset, image_size, data_dir, offline, seed, skip_bad, use_cache, groups, table)
     return arrays.apply_task(task, positive_class)
 
 
-def _load_arrays(dataset, image_size, data_dir, offline, seed, skip_bad, use_cache, groups) -> DatasetArrays:
+def _load_arrays(dataset, image_size, data_dir, offline, seed, skip_bad, use_cache, groups, table) -> DatasetArrays:
     path = resolve_dataset_path(dataset, data_dir, offline)
-    if path.is_file():
+    if is_table(path):
+        listing = list_label_table(path, TableOptions.from_mapping(table), groups)
+    elif path.is_file():
         arrays = load_npz_splits(path, groups)
         arrays.fingerprint = _fingerprint(path)
         return arrays
-    return build_arrays(list_image_folder(path, groups), image_size, seed=seed, skip_bad=skip_bad, use_cache=use_cache)
+    else:
+        listing = list_image_folder(path, groups)
+    return build_arrays(listing, image_size, seed=seed, skip_bad=skip_bad, use_cache=use_cache)
