@@ -14,7 +14,7 @@ from tl.data import load_dataset
 from tl.core.errors import TLError
 from tl.core.metrics import average_precision, quadratic_weighted_kappa, split_metrics
 from tl.core.tasks import MEDMNIST, TASK_METRICS, check_metric, medmnist_file, medmnist_md5, medmnist_url, resolve_task
-from tl.trainable import build_criterion, class_weights
+from tl.trainable import MaskedBCEWithLogits, build_criterion, class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TWELVE = ("pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
@@ -120,7 +120,7 @@ def test_ordinal_metrics_by_hand():
 def test_loss_is_chosen_by_task_and_balanced_weights_are_inverse_frequency():
     multi = np.array([[1, 0], [0, 0], [0, 1], [0, 1]])
     bce = build_criterion("multilabel", multi, 2, "balanced")
-    assert isinstance(bce, nn.BCEWithLogitsLoss), bce
+    assert isinstance(bce, MaskedBCEWithLogits), bce  # binary cross-entropy per finding, uncertain labels masked
     assert torch.allclose(bce.pos_weight, torch.tensor([3.0, 1.0])), bce.pos_weight  # negatives / positives
     for task in ("binary", "multiclass", "ordinal"):
         assert isinstance(build_criterion(task, np.array([0, 1, 1]), 2), nn.CrossEntropyLoss), task

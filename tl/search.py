@@ -25,6 +25,7 @@ from tl.core.finalists import parse_count
 from tl.core.results import AUDIT_FILE, SEARCH_FILE, write_search_meta
 from tl.core.tasks import check_metric
 from tl.data import load_dataset, resolve_dataset_path
+from tl.data.load import check_labels
 from tl.data.tabular import add_table_arguments, table_options_from_args
 from tl.finalist_stage import run_finalist_stage
 from tl.space import (SAMPLERS, SearchSpace, SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points,
@@ -402,8 +403,8 @@ def _new_tuner(trainable, space: SearchSpace, args: argparse.Namespace, where: _
 
 
 def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    """The search, phase by phase: check the inputs and resolve the weights (before Ray starts, so bad
-    input costs seconds), start or join Ray, decode (Ray tasks) and audit the data, run or resume the
+    """The search, phase by phase: check the inputs, the weights and the dataset's labels (before Ray
+    starts, so bad input costs seconds), start or join Ray, decode (Ray tasks) and audit the data, run or resume the
     Tuner, print the search's pick, run the finalist stage if asked, and print the recommended model.
     Trials on this machine get the decoded splits as memory-mapped files (one copy in the page cache);
     with ``--address`` the pixels travel through the object store, one copy per node."""
@@ -413,8 +414,12 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     where = _Experiment(args)
     weights = _complete_space(space, args)  # the space and its weights need neither data nor Ray
     mlflow_uri = _mlflow_uri(args.mlflow) if args.mlflow is not None else None
-    resolve_dataset_path(space.dataset, args.data_dir, args.offline)  # a missing dataset, before Ray too
-    # Ray before the data: the decode store's chunks are Ray tasks on every core (every node with --address).
+    # The dataset's labels, task and metric, before Ray too: a missing dataset, a bad label table, a task
+    # or a metric the labels do not fit all cost seconds. Decoding the pixels waits for Ray.
+    task = check_labels(space.dataset, args.data_dir, offline=args.offline, groups=space.groups, task=space.task,
+                        positive_class=space.positive_class, table=space.fixed.get("table"))
+    check_metric(space.metric, task.kind, f"{args.space}: METRIC")
+    # Ray before the pixels: the decode store's chunks are Ray tasks on every core (every node with --address).
     _init_ray(args.address, args.verbose)
     datasets = _load_data(space, args)
     if args.address:  # other nodes may not see this disk: the pixels go through the object store, not paths

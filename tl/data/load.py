@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from tl.core.tasks import Task, resolve_task
 from tl.data.arrays import DatasetArrays
 from tl.data.imagefolder import list_image_folder
 from tl.data.listing import build_arrays
@@ -42,6 +43,27 @@ def load_dataset(dataset: str, image_size: int, data_dir: str | Path | None = No
     """
     arrays = _load_arrays(dataset, image_size, data_dir, offline, seed, skip_bad, use_cache, groups, table)
     return arrays.apply_task(task, positive_class)
+
+
+def check_labels(dataset: str, data_dir: str | Path | None = None, *, offline: bool = False,
+                 groups: str | None = None, task: str | None = None, positive_class: str | None = None,
+                 table: dict | None = None) -> Task:
+    """The dataset's task from its labels alone, decoding nothing: an ``.npz`` is read, a folder or
+    a label table only listed. What the search checks before it starts Ray, so a table, a task or a
+    metric that does not fit stops it in seconds.
+
+    Raises:
+        TLError: what ``load_dataset`` would raise for the labels (a bad table, a task they do not fit).
+    """
+    path = resolve_dataset_path(dataset, data_dir, offline)
+    if is_table(path):
+        listing = list_label_table(path, TableOptions.from_mapping(table), groups)
+    elif path.is_file():
+        return load_npz_splits(path, groups).apply_task(task, positive_class).task_info
+    else:
+        listing = list_image_folder(path, groups)
+    return resolve_task(listing.labels, listing.class_names, task=task, positive_class=positive_class,
+                        where=listing.name)
 
 
 def _load_arrays(dataset, image_size, data_dir, offline, seed, skip_bad, use_cache, groups, table) -> DatasetArrays:
