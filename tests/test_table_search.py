@@ -25,8 +25,12 @@ def _search(args: list[str], storage: Path, env: dict | None = None, timeout: in
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy())
 
 
+# The small real fixtures (tests/data): NIH rows with their PNGs, SIIM DICOMs, as the full sets ship them.
+NIH, SIIM = "nih_cxr14_small", "siim_acr_small"
+
+
 def _nih_rows(data_dir: Path, n: int = 40) -> list[dict]:
-    with open(data_dir / "nih_cxr14_1000" / "Data_Entry_2017.csv", newline="") as f:
+    with open(data_dir / NIH / "Data_Entry_2017.csv", newline="") as f:
         return [dict(zip(NIH_HEADER, (r["Image Index"], r["Finding Labels"], r["Patient ID"])))
                 for r in list(csv.DictReader(f))[:n]]
 
@@ -36,7 +40,7 @@ def _table(tmp: Path, data_dir: Path, rows: list[dict], header: list[str] | None
     images = tmp / "images"
     images.mkdir(parents=True, exist_ok=True)
     for r in rows:
-        source = data_dir / "nih_cxr14_1000" / "images" / r["Image Index"]
+        source = data_dir / NIH / "images" / r["Image Index"]
         if source.is_file() and not (images / r["Image Index"]).exists():
             shutil.copy(source, images / r["Image Index"])
     path = tmp / "labels.csv"
@@ -84,7 +88,7 @@ def _dicom_table(tmp: Path, d: Path, make) -> Path:
     splits (12 images are too few to carve by patient)."""
     folder = tmp / "dicoms"
     folder.mkdir(parents=True, exist_ok=True)
-    siim = sorted((d / "siim_acr_11" / "dicom-images").glob("*.dcm"))
+    siim = sorted((d / SIIM / "dicom-images").glob("*.dcm"))
     for f in siim:
         shutil.copy(f, folder / f.name)
     make(folder / "odd.dcm", siim[0])
@@ -140,8 +144,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_bad_table_is_one_line_exit_2_and_no_experiment(case, tmp_path, data_dir):
+def test_a_bad_table_is_one_line_exit_2_and_no_experiment(case, tmp_path, small_data_dir):
     make, also = CASES[case]
+    data_dir = small_data_dir
     args, names = make(tmp_path, data_dir)
     env = os.environ.copy()
     if case == "compressed DICOM with no handler":
