@@ -220,7 +220,7 @@ def _thumb(image: np.ndarray) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(image)).float().mean(0, keepdim=True)[None]
+    x = torch.from_numpy(np.array(image)).float().mean(0, keepdim=True)[None]  # a copy: image may be a read-only memmap
     return F.interpolate(x, size=(THUMB, THUMB), mode="area" if x.shape[-1] >= THUMB else "nearest")[0, 0] \
         .round().clamp(0, 255).byte().numpy()
 
