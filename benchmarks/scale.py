@@ -228,7 +228,7 @@ t0 = time.perf_counter()
 from tl.audit import audit_splits
 record, _ = audit_splits(arrays.images, names=arrays.names)
 audit_s = time.perf_counter() - t0
-chunks = len(list(store.Path(arrays.images['train'].filename).parents[2].glob('chunks-*/*.npz')))
+chunks = len(list(store.Path(arrays.images['train'].filename).parents[2].glob('chunks-*/*.json')))
 print(json.dumps({'load_s': load_s, 'load_cpu_s': load_cpu, 'audit_s': audit_s, 'import_s': imported, 'decoded_bytes': sum(decoded.values()),
                   'channels': arrays.channels, 'n': sum(len(v) for v in arrays.labels.values()),
                   'store': str(store.Path(arrays.images['train'].filename).parents[2]), 'chunks': chunks,
