@@ -26,6 +26,7 @@ from PIL import Image
 
 from benchmarks.common import device_description, write_json
 from tl.data.decode import decode_image
+from tl.data.dicom import write_dicom
 
 
 def ms_per_image(files: list[Path], size: int, repeats: int) -> float:
@@ -43,21 +44,7 @@ def ms_per_image(files: list[Path], size: int, repeats: int) -> float:
 
 def _native_dicom(path: Path, v12: np.ndarray) -> Path:
     """A 12-bit MONOCHROME2 file, uncompressed, with a rescale and a window (as CR/DX files ship)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.Rows, ds.Columns = v12.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth = 1, 0, 2048, 3000
-    ds.PixelData = v12.astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dicom(path, v12, 12, RescaleSlope=1, RescaleIntercept=0, WindowCenter=2048, WindowWidth=3000)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,10 +19,11 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
 from tl.core.errors import TLError
 from tl.data import load_image_folder
+from tl.data.dicom import write_dicom
 from tl.data.decode import decode_image, decode_images, is_image_file, summarize_decode_records
 from tl.predict import expand_inputs, write_csv
 
@@ -44,33 +45,6 @@ def siim_files(small_data_dir: Path) -> list[Path]:
     files = sorted((small_data_dir / SIIM).glob("*.dcm"))
     assert len(files) == 3, f"expected the 3 SIIM-ACR DICOMs under {small_data_dir / SIIM}, found {len(files)}"
     return files
-
-
-def write_dicom(path: Path, stored: np.ndarray, bits_stored: int, signed: bool = False,
-                photometric: str = "MONOCHROME2", **elements) -> Path:
-    """A single-frame Secondary Capture file, native little endian, with the DICM preamble.
-
-    ``stored`` holds the raw bit patterns to write (as unsigned integers of the allocated size), so
-    a test can put garbage above BitsStored or leave negative values without sign extension.
-    """
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = stored.shape[:2]
-    ds.SamplesPerPixel = 1 if stored.ndim == 2 else 3
-    if stored.ndim == 3:
-        ds.PlanarConfiguration = 0
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 8 if bits_stored <= 8 else 16
-    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, int(signed)
-    ds.PixelData = stored.astype("<u1" if ds.BitsAllocated == 8 else "<u2").tobytes()
-    for key, value in elements.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _lut_item(descriptor: list[int], data: np.ndarray) -> Dataset:

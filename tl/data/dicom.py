@@ -188,3 +188,35 @@ def _grayscale(ds, stored: np.ndarray, record: dict) -> np.ndarray:
         pixels = 255 - pixels
         record["inverted"] = True
     return pixels
+
+
+def write_dicom(path: Path, stored: np.ndarray, bits_stored: int, signed: bool = False,
+                photometric: str = "MONOCHROME2", **elements) -> Path:
+    """Write one single-frame Secondary Capture image, native little endian, with the DICM preamble:
+    what the tests and benchmarks build their DICOMs with (MONOCHROME1, windows, 12 and 16 bits).
+
+    ``stored`` (H, W) or (H, W, 3) holds the raw bit patterns to write (as unsigned integers of the
+    allocated size), so a caller can put garbage above BitsStored or leave negative values without
+    sign extension. ``elements`` are set on the dataset as they are (``WindowCenter=40``, ...).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = stored.shape[:2]
+    ds.SamplesPerPixel = 1 if stored.ndim == 2 else 3
+    if stored.ndim == 3:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 8 if bits_stored <= 8 else 16
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, int(signed)
+    ds.PixelData = stored.astype("<u1" if ds.BitsAllocated == 8 else "<u2").tobytes()
+    for key, value in elements.items():
+        setattr(ds, key, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path
