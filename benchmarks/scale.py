@@ -104,29 +104,11 @@ def _variant(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip((x - 0.5) * rng.uniform(0.9, 1.1) + 0.5 + rng.uniform(-0.04, 0.04), 0, 1)
 
 
-def _write_dicom(path: Path, stored: np.ndarray, bits: int, photometric: str, window: tuple | None) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated = 8 if bits == 8 else 16
-    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
-    if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = stored.astype("<u1" if bits == 8 else "<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def _make(job: tuple[Path, Path, int, int]) -> int:
     """Write images start..stop-1 under root (one class folder each); returns how many."""
     from PIL import Image
+
+    from tl.data.dicom import write_dicom
 
     data_dir, root, start, stop = job
     sources = _sources(data_dir)
@@ -143,12 +125,11 @@ def _make(job: tuple[Path, Path, int, int]) -> int:
         elif kind == "jpeg":
             Image.fromarray(np.rint(x * 255).astype(np.uint8)).save(f"{stem}.jpeg", quality=90)
         elif kind == "dcm8":
-            _write_dicom(Path(f"{stem}.dcm"), np.rint(x * 255), 8, "MONOCHROME2", None)
+            write_dicom(Path(f"{stem}.dcm"), np.rint(x * 255), 8)
+        elif kind == "dcm12":
+            write_dicom(Path(f"{stem}.dcm"), np.rint(x * 4095), 12, WindowCenter=2048, WindowWidth=4096)
         else:
-            stored = np.rint(x * 4095)
-            inverted = kind == "dcm12inv"
-            _write_dicom(Path(f"{stem}.dcm"), 4095 - stored if inverted else stored, 12,
-                         "MONOCHROME1" if inverted else "MONOCHROME2", (2048, 4096) if not inverted else None)
+            write_dicom(Path(f"{stem}.dcm"), 4095 - np.rint(x * 4095), 12, photometric="MONOCHROME1")
     return stop - start
 
 
@@ -424,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  single-process loop ({len(sample):,} files)  {loop_ips:9.0f}     1.00x   {loop_cpu * 1e3:8.2f}")
     for w, (ips, c) in scaling.items():
         print(f"  store, {w} worker{'s' if w > 1 else ' '} ({len(small):,} files)     {ips:9.0f}  {ips / loop_ips:8.2f}x   {c * 1e3:8.2f}")
-    print(f"  store, {cpus} workers, all {cold['images_decoded']:,} files  {store_ips:9.0f}  {store_ips / loop_ips:8.2f}x   "
+    print(f"  store, auto ({cpus} cores), all {cold['images_decoded']:,}  {store_ips:9.0f}  {store_ips / loop_ips:8.2f}x   "
           f"{store_cpu * 1e3:8.2f}   (target >= 1.8x; load {cold['load_s']:.1f} s)")
     print(f"  on {cpus} idle cores the store's CPU per image would give {cpus * loop_cpu / store_cpu:.2f}x the loop "
           "(an estimate: the cores were shared with other jobs)")
