@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.memory import PeakSampler, smaps_rollup, trial_pids
+from benchmarks.memory import PeakSampler, trial_pids
 
 FORMATS = ["png8"] * 8 + ["png16"] * 2 + ["jpeg"] * 7 + ["dcm8", "dcm12", "dcm12inv"]  # per 20 images
 SPACE = """# benchmarks.scale: ConvModel, one epoch, four trials at once on 2 cores

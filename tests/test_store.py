@@ -226,3 +226,31 @@ def test_two_node_cluster_decodes_on_both_nodes(data_dir, tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_the_store_fingerprints_its_images_as_the_audit_would(small_data_dir, tmp_path):
+    """The workers hash what they decode, so the search's driver need not read the pixels to audit
+    them: the store's fingerprints are the audit's own, and the audit's record is the same either way."""
+    from tl.audit import audit_splits, image_fingerprints
+
+    arrays = load_dataset(str(small_data_dir / "chest_xray"), 32, seed=3)
+    assert arrays.image_fingerprints is not None, "the store hands its fingerprints on"
+    for split in SPLITS:
+        hashes, digests = image_fingerprints(np.asarray(arrays.images[split]))
+        stored_hashes, stored_digests = arrays.image_fingerprints[split]
+        assert np.array_equal(hashes, stored_hashes) and np.array_equal(digests, stored_digests), split
+    computed, _ = audit_splits(arrays.images, names=arrays.names)
+    given, _ = audit_splits(arrays.images, names=arrays.names, fingerprints=arrays.image_fingerprints)
+    computed.pop("seconds"), given.pop("seconds")
+    assert computed == given
+    assert pickle.loads(pickle.dumps(arrays)).image_fingerprints is None, "trials never get them"
+
+
+def test_pixel_digests_of_a_grey_image_are_the_same_at_one_and_three_channels():
+    from tl.audit import pixel_digests
+
+    grey = np.random.default_rng(0).integers(0, 255, (2, 1, 8, 8), dtype=np.uint8)
+    colour = grey.repeat(3, axis=1)
+    colour[1, 2] ^= 1  # really colour now
+    assert (pixel_digests(grey)[0] == pixel_digests(colour)[0]).all()
+    assert not (pixel_digests(grey)[1] == pixel_digests(colour)[1]).all()

@@ -59,9 +59,23 @@ def dhash(images: np.ndarray, chunk: int = 512) -> np.ndarray:
 
 
 def pixel_digests(images: np.ndarray) -> np.ndarray:
-    """Return a digest per image of its decoded pixels (equal digests: identical images)."""
-    return np.array([hashlib.blake2b(np.ascontiguousarray(im).data, digest_size=16).digest() for im in images],
-                    dtype=object)
+    """Return a 16-byte digest per image of its decoded pixels (equal digests: identical images), as
+    uint8 (N, 16). A grey image digests alike at 1 channel and repeated to 3 (the decode store keeps
+    grey at one channel and repeats it where a split holds colour too)."""
+    out = np.empty((len(images), 16), dtype=np.uint8)
+    for i, im in enumerate(images):
+        im = np.asarray(im)
+        if im.shape[0] == 3 and np.array_equal(im[0], im[1]) and np.array_equal(im[0], im[2]):
+            im = im[:1]
+        out[i] = np.frombuffer(hashlib.blake2b(np.ascontiguousarray(im).data, digest_size=16).digest(), np.uint8)
+    return out
+
+
+def image_fingerprints(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dHash uint64 (N, 4), pixel digest uint8 (N, 16)) of each image: what the audit compares. The
+    decode store computes them in its workers, as it decodes, so a search's driver never reads the
+    pixels to audit them."""
+    return dhash(images), pixel_digests(images)
 
 
 # Multi-index hashing (Norouzi et al., "Fast exact search in Hamming space with multi-index
@@ -226,7 +240,8 @@ def _thumb(image: np.ndarray) -> np.ndarray:
 
 
 def audit_splits(images: dict[str, np.ndarray], *, names: dict[str, list[str]] | None = None,
-                 groups: dict | None = None, threshold: int = NEAR_THRESHOLD) -> tuple[dict, dict]:
+                 groups: dict | None = None, threshold: int = NEAR_THRESHOLD,
+                 fingerprints: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> tuple[dict, dict]:
     """Audit the splits for shared images and patients.
 
     Args:
@@ -234,6 +249,8 @@ def audit_splits(images: dict[str, np.ndarray], *, names: dict[str, list[str]] |
         names: file names per split, if known (the patient-id warning reads them).
         groups: the split record's ``groups`` entry (per split its groups), or None.
         threshold: Hamming distance of a near duplicate.
+        fingerprints: per split, ``image_fingerprints`` of its images if already computed (the
+            decode store's); then only the example pairs' pixels are read, for their thumbnails.
 
     Returns:
         (the record for ``tl_search.json``, example pairs with thumbnails for ``split_audit.npz``).
@@ -244,8 +261,9 @@ def audit_splits(images: dict[str, np.ndarray], *, names: dict[str, list[str]] |
     """
     t0 = time.perf_counter()
     present = [s for s in SPLITS if s in images and len(images[s])]
-    hashes = {s: dhash(images[s]) for s in present}
-    digests = {s: pixel_digests(images[s]) for s in present}
+    found = {s: fingerprints[s] if fingerprints and s in fingerprints else image_fingerprints(images[s])
+             for s in present}
+    hashes, digests = {s: f[0] for s, f in found.items()}, {s: f[1] for s, f in found.items()}
     record: dict = {"near_threshold_bits": threshold, "hash": f"dHash {HASH_SIDE * HASH_SIDE}-bit",
                     "near_search": near_pairs_method(threshold), "exact_duplicates": {},
                     "near_duplicates": {}, "images_with_exact_duplicate": {}, "images_with_near_duplicate": {}}
@@ -254,7 +272,7 @@ def audit_splits(images: dict[str, np.ndarray], *, names: dict[str, list[str]] |
         if a not in present or b not in present:
             continue
         ia, ib, dist = near_pairs(hashes[a], hashes[b], threshold)
-        exact = np.array([digests[a][i] == digests[b][j] for i, j in zip(ia, ib)], dtype=bool)
+        exact = (digests[a][ia] == digests[b][ib]).all(axis=1) if len(ia) else np.zeros(0, dtype=bool)
         key = f"{a}|{b}"
         record["exact_duplicates"][key] = int(exact.sum())
         record["near_duplicates"][key] = int((~exact).sum())
@@ -329,9 +347,9 @@ def _load_for_audit(dataset: str, image_size: int, groups: str | None, seed: int
             bounds = np.cumsum([0] + [len(names.get(s, [])) for s in SPLITS])
             record = groups_record({s: keys[bounds[i]:bounds[i + 1]] for i, s in enumerate(SPLITS) if s in names},
                                    f"regex {groups}", missed)
-        return images, names, record
+        return images, names, record, None
     arrays = load_dataset(dataset, image_size, seed=seed, groups=groups, table=table)
-    return arrays.images, arrays.names, arrays.split_record.get("groups")
+    return arrays.images, arrays.names, arrays.split_record.get("groups"), arrays.image_fingerprints
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,10 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         t0 = time.perf_counter()
-        images, names, groups = _load_for_audit(args.dataset, args.image_size, args.groups, args.seed,
-                                                table_options_from_args(args))
+        images, names, groups, fingerprints = _load_for_audit(args.dataset, args.image_size, args.groups,
+                                                              args.seed, table_options_from_args(args))
         load_s = time.perf_counter() - t0
-        record, _ = audit_splits(images, names=names, groups=groups)
+        record, _ = audit_splits(images, names=names, groups=groups, fingerprints=fingerprints)
     except TLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

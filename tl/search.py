@@ -425,7 +425,8 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if args.address:  # other nodes may not see this disk: the pixels go through the object store, not paths
         datasets = {size: arrays.by_value() for size, arrays in datasets.items()}
     first = next(iter(datasets.values()))
-    audit, audit_pairs = audit_splits(first.images, names=first.names, groups=first.split_record.get("groups"))
+    audit, audit_pairs = audit_splits(first.images, names=first.names, groups=first.split_record.get("groups"),
+                                      fingerprints=first.image_fingerprints)
     for line in audit_lines(audit):
         print(f"{PREFIX} {line}")
 

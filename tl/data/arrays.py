@@ -58,6 +58,8 @@ class DatasetArrays:
     fingerprint: str = ""  # identifies the source data; keys caches derived from it
     names: dict[str, list[str]] = field(default_factory=dict)  # per split: file paths / npz names, if known
     task_info: Task | None = None
+    # per split the split audit's (dHash, pixel digest) of each image, when the decode store computed them
+    image_fingerprints: dict | None = field(default=None, repr=False, compare=False)
     # split_fingerprint's results: computed once (on the driver for test and val) and shipped to trials
     _fingerprints: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -68,6 +70,7 @@ class DatasetArrays:
         path; ``by_value`` ships the pixels instead."""
         state = dict(self.__dict__)
         state["images"] = {s: MappedFile.of(x) or x for s, x in self.images.items()}
+        state["image_fingerprints"] = None  # the driver's audit reads them; trials never do
         return state
 
     def __setstate__(self, state: dict) -> None:

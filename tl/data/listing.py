@@ -36,8 +36,10 @@ class Listing:
 
 def relative_name(path: Path, root: Path) -> str:
     """A file's name as recorded: relative to the dataset's root (``../`` for a file beside it, as
-    CheXpert's images sit beside its table's folder)."""
-    return os.path.relpath(path, root)
+    CheXpert's images sit beside its table's folder). A file under the root is a string cut, not
+    ``os.path.relpath`` (2 s for 10^5 files)."""
+    text, base = str(path), str(root).rstrip(os.sep) + os.sep
+    return text[len(base):] if text.startswith(base) and ".." not in text else os.path.relpath(path, root)
 
 
 def stratify_key(labels: np.ndarray) -> np.ndarray:
@@ -127,4 +129,5 @@ def build_arrays(listing: Listing, image_size: int, *, seed: int = 0, skip_bad: 
               f"{', '.join(p for v in skipped.values() for p in v[:3])}")
     names = {s: [relative_name(p, listing.root) for p in files[s]] for s in SPLITS}
     return DatasetArrays(listing.name, stored.images, {s: labels[s] for s in SPLITS}, listing.class_names, record,
-                         fingerprint=f"{listing.name}-{stored.key}", names=names)
+                         fingerprint=f"{listing.name}-{stored.key}", names=names,
+                         image_fingerprints=stored.fingerprints)

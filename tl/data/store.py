@@ -29,7 +29,6 @@ Layout under ``cache_dir()/decoded/``::
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -50,8 +49,10 @@ from tl.core.errors import TLError
 from tl.data.arrays import SPLITS
 from tl.data.decode import DECODER_VERSION, decode_image, summarize_decode_records
 
-# What decode_image is asked for; part of the key. channels None: 1 for grey content, 3 for colour.
-DECODE_OPTIONS = {"channels": "content", "resize": "PIL bilinear"}
+# What decode_image is asked for, and what each chunk holds besides pixels; part of the key. channels
+# None: 1 for grey content, 3 for colour. The audit's fingerprints (tl.audit.image_fingerprints) are
+# computed by the workers as they decode, so a search's driver never reads the pixels to audit them.
+DECODE_OPTIONS = {"channels": "content", "resize": "PIL bilinear", "fingerprints": "dHash-256 + blake2b-16"}
 MAX_CHUNK = 512  # images per chunk file: ~2 s of decoding at 256-320 px, 8 MB at 128 px grey
 MIN_CHUNK = 64
 MIN_PARALLEL = 1024  # fewer images to decode (about a second's work) go faster in this process than in workers
@@ -79,9 +80,11 @@ class ChunkDone:
 @dataclass
 class StoredSplits:
     """A carve's splits read from the store: ``images[split]`` are read-only memmaps of
-    ``folder/<split>.npy`` (in-memory copies when the store was temporary)."""
+    ``folder/<split>.npy`` (in-memory copies when the store was temporary), ``fingerprints[split]``
+    the audit's (hashes, digests) of the same images."""
 
     images: dict[str, np.ndarray]
+    fingerprints: dict[str, tuple[np.ndarray, np.ndarray]]
     kept: dict[str, list[int]]  # per split: indices into the given files that decoded
     bad: dict[str, list[str]]  # per split: files that did not decode (skipped)
     summary: dict  # summarize_decode_records over the kept files
@@ -136,10 +139,13 @@ def decode_chunk(paths: list[str], image_size: int) -> dict:
 
     Returns:
         ``images`` uint8 (n, C, S, S): C is 3 if any image of the chunk is colour (grey ones
-        repeated), else 1; a file that did not decode is zeros. ``ok`` bool (n,); ``records`` (JSON:
-        each file's decode record, None where it failed); ``errors`` (JSON: the failure messages,
-        None where it decoded); ``pid`` and ``seconds``.
+        repeated), else 1; a file that did not decode is zeros. ``hashes`` uint64 (n, 4) and
+        ``digests`` uint8 (n, 16): the split audit's fingerprints of each image. ``ok`` bool (n,);
+        ``records`` (JSON: each file's decode record, None where it failed); ``errors`` (JSON: the
+        failure messages, None where it decoded); ``pid`` and ``seconds``.
     """
+    from tl.audit import image_fingerprints
+
     t0 = time.perf_counter()
     pixels, records, errors = [], [], []
     for p in paths:
@@ -157,7 +163,8 @@ def decode_chunk(paths: list[str], image_size: int) -> dict:
     for i, px in enumerate(pixels):
         if px is not None:
             images[i] = px  # a 1-channel image broadcasts to 3
-    return {"images": images, "ok": np.array([e is None for e in errors], dtype=bool),
+    hashes, digests = image_fingerprints(images)
+    return {"images": images, "hashes": hashes, "digests": digests, "ok": np.array([e is None for e in errors], dtype=bool),
             "records": json.dumps(records, default=str), "errors": json.dumps(errors),
             "pid": os.getpid(), "seconds": time.perf_counter() - t0}
 
@@ -447,8 +454,11 @@ def fill_store(store: _Store, *, stop_at_bad: bool = False, workers: int | None 
 
 
 def _write_chunk(store: _Store, index: int, out: dict) -> ChunkDone:
-    """Write one decoded chunk, pixels then record, each atomically; what it was and who decoded it."""
+    """Write one decoded chunk, pixels and fingerprints then record, each atomically; what it was and
+    who decoded it."""
     _atomic_write(_chunk_file(store.chunks, index, ".npy"), lambda f: np.save(f, out["images"]))
+    _atomic_write(_chunk_file(store.chunks, index, ".fingerprints.npz"),
+                  lambda f: np.savez(f, hashes=out["hashes"], digests=out["digests"]))
     meta = {"ok": out["ok"].tolist(), "records": json.loads(out["records"]), "errors": json.loads(out["errors"]),
             "channels": int(out["images"].shape[1]), "node": out["node"], "pid": int(out["pid"])}
     _atomic_write(_chunk_file(store.chunks, index), lambda f: f.write(json.dumps(meta, default=str).encode()))
@@ -500,6 +510,14 @@ def _write_splits(folder: Path, kept_rows: dict[str, np.ndarray], store: _Store,
     finally:
         for fd in fds.values():
             os.close(fd)
+
+
+def store_fingerprints(store: _Store, rows: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per split, the audit's (hashes, digests) of the store's ``rows``, read from the chunks' records."""
+    found = [np.load(_chunk_file(store.chunks, i, ".fingerprints.npz")) for i in range(store.n_chunks())]
+    hashes = np.concatenate([f["hashes"] for f in found])
+    digests = np.concatenate([f["digests"] for f in found])
+    return {s: (hashes[rows[s]], digests[rows[s]]) for s in SPLITS}
 
 
 def gather_splits(store: _Store, rows: dict[str, np.ndarray], skip_bad: bool) -> tuple[Path, dict, dict]:
@@ -574,6 +592,7 @@ def store_splits(files: dict[str, list[Path]], root: Path, image_size: int, *, s
         folder, kept, bad = gather_splits(store, rows, skip_bad)
     meta = json.loads((folder / "meta.json").read_text())
     images = {s: np.load(folder / f"{s}.npy", mmap_mode="r" if meta["rows"][s] else None) for s in SPLITS}
+    fingerprints = store_fingerprints(store, {s: np.asarray(rows[s], dtype=np.int64)[kept[s]] for s in SPLITS})
     seconds = time.perf_counter() - t0
     if progress:
         work = (f"decoded {sum(d.images for d in decoded):,} images in {seconds:.1f} s" if decoded
@@ -581,4 +600,5 @@ def store_splits(files: dict[str, list[Path]], root: Path, image_size: int, *, s
         print(f"[tl.data] {work}; store {_human(_folder_bytes(store.folder))} at {store.folder}"
               f" ({len(store.names):,} images, {meta['channels']} channel{'s' if meta['channels'] > 1 else ''}, "
               f"{image_size} px)", flush=True)
-    return StoredSplits(images, kept, bad, meta["summary"], f"{store.key}-{folder.name}", folder, store.folder, decoded)
+    return StoredSplits(images, fingerprints, kept, bad, meta["summary"], f"{store.key}-{folder.name}", folder,
+                        store.folder, decoded)
