@@ -220,8 +220,10 @@ def warnings_for(rec: Recommended | None, audits: list, finalists=None) -> list[
             out.append(f"the runner-up ({r.runner_up.label}) {how}: the choice between them is within noise"
                        + ("" if finalists is not None else "; tl.search --finalists K compares them over seeds"))
     if finalists is not None and len(finalists.recipes) and finalists.recipes["winner"].iloc[0]:
-        std = finalists.recipes["test_acc_std"].iloc[0]
+        # the spread of the figure the search chose by (AUC for a val_auc search), else of accuracy
+        name = "auc" if r.metric == "val_auc" else "acc"
+        std = finalists.recipes[f"test_{name}_std"].iloc[0]
         if pd.notna(std) and std > SEED_SPREAD_WARNING:
-            out.append(f"the winner's seeds spread by {std:.3f} (sample std) in test accuracy: one training run "
-                       "of this recipe is that noisy")
+            out.append(f"the winner's seeds spread by {std:.3f} (sample std) in test {name.upper() if name == 'auc' else 'accuracy'}: "
+                       "one training run of this recipe is that noisy")
     return out
