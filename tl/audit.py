@@ -42,19 +42,35 @@ _COUNTER = re.compile(r"[-_.]?\d+$")
 PATIENT_ID_SHARE = 0.1  # warn when at least this share of names shares a stem with another name
 
 
-def dhash(images: np.ndarray, chunk: int = 512) -> np.ndarray:
-    """Return the 256-bit difference hash of each image of (N, C, H, W) uint8: uint64 (N, 4)."""
-    import torch
-    import torch.nn.functional as F
+def _bin_matrix(n: int, out: int) -> np.ndarray:
+    """0/1 (out, n): which of ``n`` pixels each of ``out`` cells covers, as adaptive average
+    pooling cuts them (neighbouring cells share a pixel when ``out`` does not divide ``n``)."""
+    i = np.arange(out)[:, None]
+    start, end = (i * n) // out, -((-(i + 1) * n) // out)
+    pixel = np.arange(n)[None, :]
+    return ((pixel >= start) & (pixel < end)).astype(np.float64)
 
+
+def dhash(images: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """Return the 256-bit difference hash of each image of (N, C, H, W) uint8: uint64 (N, 4).
+
+    Each image is area-averaged to 16 x 17 cells and bit (r, c) says whether cell (r, c + 1) is
+    brighter than cell (r, c). Cell sums are integer-valued products with 0/1 bin matrices (exact
+    in float64) and two cells are compared as sum_a * area_b > sum_b * area_a, so no bit depends on
+    rounding, and only numpy is needed: the decode store's workers hash what they decode without
+    importing torch.
+    """
+    n, _, height, width = images.shape
     words = HASH_SIDE * HASH_SIDE // 64
-    out = np.empty((len(images), words), dtype=np.uint64)
-    for i in range(0, len(images), chunk):
-        # a copy of the chunk: the images may be a read-only memmap (the decode store), which torch warns about
-        x = torch.from_numpy(np.array(images[i:i + chunk])).float().mean(1, keepdim=True)
-        small = F.adaptive_avg_pool2d(x, (HASH_SIDE, HASH_SIDE + 1))[:, 0].numpy()
-        bits = (small[:, :, 1:] > small[:, :, :-1]).reshape(len(small), -1)
-        out[i:i + chunk] = np.packbits(bits, axis=1).view(">u8").astype(np.uint64)
+    out = np.empty((n, words), dtype=np.uint64)
+    rows, cols = _bin_matrix(height, HASH_SIDE), _bin_matrix(width, HASH_SIDE + 1)  # (16, H), (17, W)
+    area = rows.sum(1)[:, None] * cols.sum(1)[None, :]  # (16, 17)
+    for i in range(0, n, chunk):
+        x = np.asarray(images[i:i + chunk]).sum(1, dtype=np.float64)  # channels summed: the mean's order
+        cells = rows @ x @ cols.T  # (n, 16, 17) sums of integers: exact in float64
+        bits = cells[:, :, 1:] * area[:, :-1] > cells[:, :, :-1] * area[:, 1:]
+        packed = np.ascontiguousarray(np.packbits(bits.reshape(len(x), -1), axis=1))
+        out[i:i + chunk] = packed.view(">u8").astype(np.uint64)
     return out
 
 

@@ -52,7 +52,7 @@ from tl.data.decode import DECODER_VERSION, decode_image, summarize_decode_recor
 # What decode_image is asked for, and what each chunk holds besides pixels; part of the key. channels
 # None: 1 for grey content, 3 for colour. The audit's fingerprints (tl.audit.image_fingerprints) are
 # computed by the workers as they decode, so a search's driver never reads the pixels to audit them.
-DECODE_OPTIONS = {"channels": "content", "resize": "PIL bilinear", "fingerprints": "dHash-256 + blake2b-16"}
+DECODE_OPTIONS = {"channels": "content", "resize": "PIL bilinear", "fingerprints": "dHash-256 (integer cells) + blake2b-16"}
 MAX_CHUNK = 512  # images per chunk file: ~2 s of decoding at 256-320 px, 8 MB at 128 px grey
 MIN_CHUNK = 64
 MIN_PARALLEL = 1024  # fewer images to decode (about a second's work) go faster in this process than in workers
