@@ -161,6 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", nargs=4, metavar=("BACKBONE", "WEIGHTS", "SIZE", "BATCH"), action="append", default=[],
                    help="also print this config's model working set")
     args = p.parse_args(ours)
+    from tl.core.errors import TLError
+    from tl.models import get_backbone
+    try:
+        for backbone, _, size, batch in args.model:  # before the search: a typo should not cost a run
+            get_backbone(backbone)
+            if not (size.isdigit() and batch.isdigit()):
+                raise TLError(f"--model {backbone}: SIZE and BATCH must be integers, got {size!r} {batch!r}")
+    except TLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     result: dict = {"search": search}
     if search:
         t0 = time.time()

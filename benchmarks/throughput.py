@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -150,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         # every subset image goes to train: both loops see exactly the same files
         arrays = load_image_folder(sub, size, val_fraction=0.0, test_fraction=0.0, seed=0)
         decode_s = time.perf_counter() - t0
-        images, labels = torch.from_numpy(arrays.images["train"]), torch.from_numpy(arrays.labels["train"])
+        # copies: the store's splits are read-only memory maps, which torch warns about
+        images = torch.from_numpy(np.array(arrays.images["train"]))
+        labels = torch.from_numpy(np.array(arrays.labels["train"]))
         n = len(labels)
         # train_one_epoch drops a last batch of one image; the tutorial does not
         batches = n // batch + (n % batch > 1)
