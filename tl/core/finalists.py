@@ -17,7 +17,7 @@ import pandas as pd
 
 from tl.core.choice import rank_recipes, recipe_rule_text
 from tl.core.errors import TLError
-from tl.core.metrics import split_metrics
+from tl.core.metrics import label_accuracy, split_metrics, task_auc
 from tl.core.results.files import (RECIPE_KEY, SOURCE_KEY, STAGE, STAGE_KEY, Predictions, mean_predictions,
                                    positive_index)
 from tl.core.results.load import Experiment
@@ -147,7 +147,12 @@ def ensemble_figures(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed:
         if name in ("test_sensitivity", "test_specificity") and (pred.probs.shape[1] != 2 or pred.multilabel):
             continue
         def stat(idx: np.ndarray, name: str = name) -> float:
-            return split_metrics(pred.probs[idx], pred.labels[idx], "test", None, positive)[name]
+            probs, labels = pred.probs[idx], pred.labels[idx]
+            if name == "test_acc":  # what split_metrics reports, without its other metrics per resample
+                return label_accuracy(probs, labels)
+            if name == "test_auc":
+                return task_auc(probs, labels, positive)
+            return split_metrics(probs, labels, "test", None, positive)[name]
         ci = bootstrap_interval(stat, len(pred.labels), n_resamples=n_resamples, seed=seed)
         out.update({name: ci.value, f"{name}_low": ci.low, f"{name}_high": ci.high})
     return out

@@ -23,12 +23,13 @@ def binary_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     if n_pos == 0 or n_neg == 0:
         return float("nan")
     order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
     sorted_scores = scores[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
+    # average ranks over ties: runs of equal scores in the sorted order (np.unique would sort again)
+    starts = np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]
+    first = np.flatnonzero(starts)
+    counts = np.diff(np.r_[first, len(scores)])
+    ranks = np.empty(len(scores))
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
