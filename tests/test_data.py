@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tl.data
 from tl.data import load_dataset, load_image_folder, load_npz_splits, resolve_dataset_path
 from tl.core.errors import TLError
 
