@@ -107,6 +107,12 @@ def test_unknown_precision_is_rejected(tmp_path: Path):
         load_space(_with(tmp_path, 'FIXED = {"precision": "fp16"}\n'))
 
 
+def test_compile_names_a_backend_or_a_bool(tmp_path: Path):
+    assert load_space(_with(tmp_path, 'FIXED = {"compile": "aot_eager"}\n')).fixed["compile"] == "aot_eager"
+    with pytest.raises(TLError, match=r"compile: must be true, false or one of .*got 'tvm'"):
+        load_space(_with(tmp_path, 'FIXED = {"compile": "tvm"}\n'))
+
+
 @pytest.mark.parametrize("extra, reason", [
     ('PARAMS = {"lr": ("loguniform", -1, 1)}\n', "loguniform needs low > 0, got -1"),
     ('FIXED = {"lr": -0.1}\n', "must be positive, got -0.1"),

@@ -204,6 +204,25 @@ def test_progress_off_a_terminal_is_a_line_per_ten_percent():
     assert lines[-1].startswith("[tl.data] decode: 100%") and "1000/1000" in lines[-1], lines[-1]
 
 
+def _wait_until_spread_reaches(node_ids: set, timeout_s: float = 60.0) -> None:
+    """A node the GCS lists can still be missing from the head's resource view for a moment, and a
+    SPREAD task then lands on the head alone (seen once on 2 loaded cores). Wait until SPREAD
+    reaches every node, so the test below checks the store's scheduling, not the cluster's start."""
+    import time
+
+    import ray
+
+    @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+    def where() -> str:
+        time.sleep(0.2)
+        return ray.get_runtime_context().get_node_id()
+
+    deadline, seen = time.monotonic() + timeout_s, set()
+    while seen != node_ids and time.monotonic() < deadline:
+        seen |= set(ray.get([where.remote() for _ in range(2 * len(node_ids))]))
+    assert seen == node_ids, f"SPREAD reached only {seen} of {node_ids} in {timeout_s:.0f} s"
+
+
 @pytest.mark.slow
 def test_two_node_cluster_decodes_on_both_nodes(data_dir, tmp_path):
     import ray
@@ -214,6 +233,7 @@ def test_two_node_cluster_decodes_on_both_nodes(data_dir, tmp_path):
     cluster.wait_for_nodes()
     try:
         ray.init(address=cluster.address, log_to_driver=False)
+        _wait_until_spread_reaches(set(n.node_id for n in (cluster.head_node, worker)))
         files = _kermany(data_dir, tmp_path / "imgs", 320)
         out = store_splits(_splits(files), tmp_path / "imgs", 32, cache=tmp_path / "c", chunk=16, workers=2,
                            progress=False)

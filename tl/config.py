@@ -36,4 +36,19 @@ SCHEDULERS = {
     "step": lambda opt, epochs: torch.optim.lr_scheduler.StepLR(opt, step_size=max(epochs // 3, 1), gamma=0.1),
 }
 PRECISIONS = ("fp32", "bf16")
+# torch.compile backends a trial may name (timm's --torchcompile takes a backend name the same way):
+# True means inductor, the one that generates kernels; aot_eager traces forward and backward without
+# generating code, so it checks a model compiles in seconds, not a minute.
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+
+
+def compile_backend(value) -> str | None:
+    """The torch.compile backend a config's ``compile`` names, or None to run eagerly."""
+    if value is None or value is False or value == "none":
+        return None
+    if value is True:
+        return "inductor"
+    if value in COMPILE_BACKENDS:
+        return value
+    raise ValueError(f"must be true, false or one of {list(COMPILE_BACKENDS)}, got {value!r}")
 CLASS_WEIGHTS = ("none", "balanced")

@@ -17,7 +17,7 @@ from tl.core.errors import TLError
 from tl.core.finalists import DEFAULT_SEEDS
 from tl.models import FREEZE_MODES, get_backbone
 from tl.core.tasks import ALL_VAL_METRICS, TASKS, UNCERTAIN_POLICIES
-from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS
+from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS, compile_backend
 from tl.weights import validate_weights
 
 SPACE_KEYS = {
@@ -172,6 +172,11 @@ def _check_param(path: str, key: str, value) -> None:
             raise _fail(path, key, f"must be one of {list(UNCERTAIN_POLICIES)}, got {v!r}")
         if key == "table":
             raise _fail(path, key, "set a label table's options through LABELS, PATH_COLUMN, GROUP_COLUMN, ...")
+        if key == "compile":
+            try:
+                compile_backend(v)
+            except ValueError as e:
+                raise _fail(path, key, str(e)) from None
         if key == "precision" and v not in PRECISIONS:
             raise _fail(path, key, f"must be one of {list(PRECISIONS)}, got {v!r}")
         if key in ("backbone", "weights", "freeze"):

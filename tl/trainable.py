@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, SCHEDULERS
+from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, SCHEDULERS, compile_backend
 from tl.core.errors import TLError
 from tl.core.metrics import best_balanced_threshold, sensitivity_specificity, split_metrics
 from tl.core.results import PREDICTION_KEYS, save_predictions
@@ -222,9 +222,14 @@ def build_trial(cfg: dict, arrays: DatasetArrays, state_dict: dict | None, devic
         split = {s: (features[s], split[s][1]) for s in split}
         net = get_classifier(model, spec)
         train_batcher = eval_batcher = identity_batcher
-    # Opt-in: compiling costs ~1 min on 2 CPU cores and paid only for some models (benchmarks.compile).
+    # Opt-in: compiling with inductor costs ~1 min on 2 CPU cores and paid only for some models
+    # (benchmarks.compile); aot_eager checks a model traces in seconds without generating kernels.
     # Checkpoints keep the uncompiled model's state_dict, so they load either way.
-    step_net = torch.compile(net) if cfg["compile"] else net
+    try:
+        backend = compile_backend(cfg["compile"])
+    except ValueError as e:
+        raise TLError(f"compile {e}") from None
+    step_net = torch.compile(net, backend=backend) if backend else net
     return TrialSetup(model, step_net, optimizer, scheduler, criterion, train_batcher, eval_batcher,
                       resident_split(split, device), size, counts, task, arrays.positive_index,
                       autocast_dtype(cfg["precision"]), cfg["batch_size"])
