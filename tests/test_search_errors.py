@@ -6,10 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from selected_cases import selected_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,14 +87,27 @@ def _npz(tmp: Path, drop: str | None = None, bad_label: bool = False, n: int = 4
     return path
 
 
+@pytest.fixture(scope="module")
+def ran(request, tmp_path_factory, small_data_dir) -> dict:
+    """Every selected case's search, three at a time: each is mostly a fresh interpreter importing
+    torch and Ray before it refuses its input (~4 s), so one after another they took 90 s on 2 cores."""
+    def run(case: str) -> tuple[Path, subprocess.CompletedProcess]:
+        tmp = tmp_path_factory.mktemp("bad")
+        make_args, _ = CASES[case]
+        args = make_args(tmp, small_data_dir)
+        if "--data-dir" not in args:
+            args += ["--data-dir", str(small_data_dir)]
+        return tmp / "results", _search(args, tmp / "results")
+
+    cases = selected_params(request, "test_bad_input_is_one_line_and_leaves_no_experiment", "case")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(zip(cases, pool.map(run, cases)))
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_one_line_and_leaves_no_experiment(case, tmp_path, small_data_dir):
-    make_args, must_mention = CASES[case]
-    args = make_args(tmp_path, small_data_dir)
-    if "--data-dir" not in args:
-        args += ["--data-dir", str(small_data_dir)]
-    storage = tmp_path / "results"
-    proc = _search(args, storage)
+def test_bad_input_is_one_line_and_leaves_no_experiment(case, ran):
+    _, must_mention = CASES[case]
+    storage, proc = ran[case]
     assert proc.returncode == 2, f"{case}: exit {proc.returncode}, the README promises 2\n{proc.stdout[-1500:]}"
     assert "Traceback" not in proc.stderr, f"{case}: traceback\n{proc.stderr[-2000:]}"
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]

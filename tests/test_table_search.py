@@ -9,11 +9,14 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from selected_cases import selected_params
 
 ROOT = Path(__file__).resolve().parents[1]
 NIH_HEADER = ["Image Index", "Finding Labels", "Patient ID"]
@@ -143,18 +146,30 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def ran(request, tmp_path_factory, small_data_dir) -> dict:
+    """Every selected bad table's search, three at a time (each is mostly imports on a fresh
+    interpreter; one after another they took a minute on 2 cores)."""
+    def run(case: str) -> tuple[Path, subprocess.CompletedProcess, str]:
+        tmp = tmp_path_factory.mktemp("bad_table")
+        args, names = CASES[case][0](tmp, small_data_dir)
+        env = os.environ.copy()
+        if case == "compressed DICOM with no handler":
+            (tmp / "site").mkdir()
+            (tmp / "site" / "sitecustomize.py").write_text(NO_JPEG2000)
+            env["PYTHONPATH"] = os.pathsep.join([str(tmp / "site"), env.get("PYTHONPATH", "")])
+        proc = _search(["--dataset", *args, "--data-dir", str(small_data_dir)], tmp / "results", env)
+        return tmp / "results", proc, names
+
+    cases = selected_params(request, "test_a_bad_table_is_one_line_exit_2_and_no_experiment", "case")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(zip(cases, pool.map(run, cases)))
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_bad_table_is_one_line_exit_2_and_no_experiment(case, tmp_path, small_data_dir):
-    make, also = CASES[case]
-    data_dir = small_data_dir
-    args, names = make(tmp_path, data_dir)
-    env = os.environ.copy()
-    if case == "compressed DICOM with no handler":
-        (tmp_path / "site").mkdir()
-        (tmp_path / "site" / "sitecustomize.py").write_text(NO_JPEG2000)
-        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "site"), env.get("PYTHONPATH", "")])
-    storage = tmp_path / "results"
-    proc = _search(["--dataset", *args, "--data-dir", str(data_dir)], storage, env)
+def test_a_bad_table_is_one_line_exit_2_and_no_experiment(case, ran):
+    also = CASES[case][1]
+    storage, proc, names = ran[case]  # names: what the error must name
     assert proc.returncode == 2, f"{case}: exit {proc.returncode}\n{(proc.stdout + proc.stderr)[-2000:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
