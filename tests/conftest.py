@@ -3,6 +3,8 @@ decode/feature cache."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smoke_experiment(tmp_path_factory: pytest.TempPathFactory, small_data_dir: Path) -> Path:
+    """``python -m tl.search search_spaces/smoke.py --num-samples 4 --mlflow`` on tests/data, run once
+    for the end-to-end, report and MLflow tests (its stdout and stderr saved beside the experiment;
+    the MLflow store in ``mlruns`` there). Returns the experiment folder."""
+    storage = tmp_path_factory.mktemp("results")
+    proc = subprocess.run([sys.executable, "-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(small_data_dir),
+                           "--storage", str(storage), "--name", "smoke", "--num-samples", "4",
+                           "--mlflow", str(storage / "mlruns")],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "best trial by val_acc" in proc.stdout, proc.stdout[-2000:]
+    (storage / "search_stdout.txt").write_text(proc.stdout)
+    (storage / "search_stderr.txt").write_text(proc.stderr)
+    return storage / "smoke"

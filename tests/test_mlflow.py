@@ -33,20 +33,21 @@ def test_missing_mlflow_is_one_line_naming_the_extra(tmp_path, small_data_dir):
 
 
 @pytest.mark.slow
-def test_each_trial_is_an_mlflow_run_with_params_and_epoch_metrics(tmp_path, small_data_dir):
+def test_each_trial_is_an_mlflow_run_with_params_and_epoch_metrics(smoke_experiment, small_data_dir, tmp_path):
+    """On the shared smoke search (conftest.smoke_experiment: 4 trials, some stopped by ASHA, --mlflow)."""
     mlflow = pytest.importorskip("mlflow")
-    store = tmp_path / "mlruns"
-    proc = _search(small_data_dir, tmp_path, "--mlflow", str(store))
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    store = smoke_experiment.parent / "mlruns"
+    stdout = (smoke_experiment.parent / "search_stdout.txt").read_text()
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    assert f"MLflow: 2 runs in experiment 'tracked' at {uri}" in proc.stdout, proc.stdout[-1500:]
+    n_trials = len(trial_dirs(smoke_experiment))
+    assert f"MLflow: {n_trials} runs in experiment 'smoke' at {uri}" in stdout, stdout[-1500:]
 
     client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("tracked")
+    experiment = client.get_experiment_by_name("smoke")
     assert experiment is not None, "no MLflow experiment named after the search"
     # Ray names each run after its trial, "<trainable>_<trial id>"; tl's trial folders start with the id.
     runs = {r.info.run_name.rsplit("_", 1)[-1]: r for r in client.search_runs([experiment.experiment_id])}
-    trials = {d.name.split("_")[0]: d for d in trial_dirs(tmp_path / "tracked")}
+    trials = {d.name.split("_")[0]: d for d in trial_dirs(smoke_experiment)}
     assert sorted(runs) == sorted(trials), f"one run per trial: runs {sorted(runs)}, trials {sorted(trials)}"
     for trial_id, trial_dir in trials.items():
         run, params = runs[trial_id], read_params(trial_dir)
@@ -63,18 +64,18 @@ def test_each_trial_is_an_mlflow_run_with_params_and_epoch_metrics(tmp_path, sma
     chosen = [r for r in runs.values() if r.data.tags.get("tl.chosen") == "true"]
     assert len(chosen) == 1, "exactly one run tagged as the chosen trial"
     chosen_id = chosen[0].info.run_name.rsplit("_", 1)[-1]
-    printed = proc.stdout.split("trial folder: ")[1].splitlines()[0]
+    printed = stdout.split("trial folder: ")[1].splitlines()[0]
     assert Path(printed).name.startswith(chosen_id), "tagged run is not the printed trial"
-    assert f"recommended model: trial {chosen_id} (single pick)" in proc.stdout, proc.stdout[-1500:]
+    assert f"recommended model: trial {chosen_id} (single pick)" in stdout, stdout[-1500:]
     # Without finalists the report and tl.export describe that same single trial (issue 20).
     from analysis.summarize import main as summarize_main
     from tl.export import main as export_main
 
-    assert summarize_main([str(tmp_path / "tracked"), "--out", str(tmp_path / "report")]) == 0
+    assert summarize_main([str(smoke_experiment), "--out", str(tmp_path / "report")]) == 0
     import pandas as pd
 
     assert pd.read_csv(tmp_path / "report" / "chosen.csv", dtype=str)["trials"].tolist() == [chosen_id]
-    assert export_main([str(tmp_path / "tracked"), "--out", str(tmp_path / "bundle"),
+    assert export_main([str(smoke_experiment), "--out", str(tmp_path / "bundle"),
                         "--data-dir", str(small_data_dir), "--gradcam", "0"]) == 0
     exported = json.loads((tmp_path / "bundle" / "model.json").read_text())["provenance"]["trials"]
     assert exported == [chosen_id], exported

@@ -47,21 +47,6 @@ def _split_sizes(data: Path) -> dict[str, int]:
         return {s: len(npz[f"{s}_labels"]) for s in ("train", "val", "test")}
 
 
-def _smoke_search(storage: Path, data: Path) -> Path:
-    proc = _run(["-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(data),
-                 "--storage", str(storage), "--name", "smoke", "--num-samples", "4"])
-    assert proc.returncode == 0, f"search failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert "best trial by val_acc" in proc.stdout, proc.stdout[-2000:]
-    (storage / "search_stdout.txt").write_text(proc.stdout)
-    (storage / "search_stderr.txt").write_text(proc.stderr)
-    return storage / "smoke"
-
-
-@pytest.fixture(scope="module")
-def smoke_experiment(tmp_path_factory, small_data_dir) -> Path:
-    return _smoke_search(tmp_path_factory.mktemp("results"), small_data_dir)
-
-
 @pytest.fixture(scope="module")
 def loud_auc_experiment(tmp_path_factory, small_data_dir) -> tuple[Path, str]:
     """The smoke space chosen by val_auc, --verbose and --repeatable. On tests/data's 960 training
