@@ -2,17 +2,15 @@
 ``--help`` is asked, so a renamed or dropped flag fails here, not in a reader's terminal."""
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import io
 import re
-import traceback
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
+
+from cli_cases import in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -38,28 +36,12 @@ def _commands() -> list[tuple[str, str, str]]:
     return sorted(set(found))
 
 
-@dataclass
-class Help:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @lru_cache(maxsize=None)
-def _help(module: str) -> Help:
+def _help(module: str) -> subprocess.CompletedProcess:
     """``python -m MODULE --help``, asked in this process: every entry point's ``main(argv)`` parses
     ``--help``, prints and exits before doing anything else. (As 16 subprocesses it was 21 s of imports
     on 2 cores.) That the module runs as ``python -m`` is checked apart, from its ``__main__`` guard."""
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            importlib.import_module(module).main(["--help"])
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        except Exception:  # noqa: BLE001 - an import or parser error is what this reports
-            code = 1
-            err.write(traceback.format_exc())
-    return Help(code, out.getvalue(), err.getvalue())
+    return in_process(module, ["--help"])
 
 
 def test_each_documented_entry_point_runs_as_a_module():
