@@ -6,7 +6,6 @@ A folder tree (``tl.data.imagefolder``) and a label table (``tl.data.tabular``) 
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 from tl.data.arrays import SPLITS, DatasetArrays
 from tl.data.carve import group_split, stratified_split
 from tl.data.locate import cache_dir
-from tl.data.store import StoredSplits, store_splits
+from tl.data.store import StoredSplits, relative_name, store_splits
 from tl.data.groups import groups_record
 
 
@@ -32,14 +31,6 @@ class Listing:
     group_source: str = ""
     unmatched: int = 0  # files that matched no group and stand alone
     record: dict = field(default_factory=dict)  # what the source says about itself (folder root, table)
-
-
-def relative_name(path: Path, root: Path) -> str:
-    """A file's name as recorded: relative to the dataset's root (``../`` for a file beside it, as
-    CheXpert's images sit beside its table's folder). A file under the root is a string cut, not
-    ``os.path.relpath`` (2 s for 10^5 files)."""
-    text, base = str(path), str(root).rstrip(os.sep) + os.sep
-    return text[len(base):] if text.startswith(base) and ".." not in text else os.path.relpath(path, root)
 
 
 def stratify_key(labels: np.ndarray) -> np.ndarray:

@@ -101,7 +101,7 @@ def file_entries(paths: list[Path], root: Path) -> list[tuple[str, int, int]]:
     content part of the key, and the order of the store's rows."""
     entries, root = {}, os.path.normpath(str(root))
     for p in paths:
-        name = _relative(p, root)
+        name = relative_name(p, root)
         if name not in entries:
             try:
                 st = os.stat(p)
@@ -342,13 +342,12 @@ def _chunk_file(folder: Path, index: int, suffix: str = ".json") -> Path:
     return folder / f"{index:06d}{suffix}"
 
 
-def _relative(path: Path | str, root: str) -> str:
-    """``os.path.relpath(path, root)``, without its cost for the usual file under ``root`` (a
-    tenth of the time at 10^5 files)."""
-    text = str(path)
-    if text.startswith(root) and text[len(root):len(root) + 1] == os.sep and ".." not in text:
-        return text[len(root) + 1:]
-    return os.path.relpath(text, root)
+def relative_name(path: Path | str, root: Path | str) -> str:
+    """A file's name as recorded: relative to the dataset's root (``../`` for a file beside it, as
+    CheXpert's images sit beside its table's folder). A file under the root is a string cut, not
+    ``os.path.relpath`` (a tenth of the time: 2 s saved at 10^5 files)."""
+    text, base = str(path), str(root).rstrip(os.sep) + os.sep
+    return text[len(base):] if text.startswith(base) and ".." not in text else os.path.relpath(text, root)
 
 
 def _human(n: float) -> str:
@@ -585,7 +584,7 @@ def store_splits(files: dict[str, list[Path]], root: Path, image_size: int, *, s
     every = [p for s in SPLITS for p in files[s]]
     store = open_store(every, root, image_size, Path(cache), name, chunk)
     index, base = {n: i for i, n in enumerate(store.names)}, os.path.normpath(str(root))
-    rows = {s: np.array([index[_relative(p, base)] for p in files[s]], dtype=np.int64) for s in SPLITS}
+    rows = {s: np.array([index[relative_name(p, base)] for p in files[s]], dtype=np.int64) for s in SPLITS}
     t0 = time.perf_counter()
     with FileLock(str(store.folder / ".lock")):
         decoded = fill_store(store, stop_at_bad=not skip_bad, workers=workers, progress=progress)
