@@ -512,7 +512,7 @@ def _write_splits(folder: Path, kept_rows: dict[str, np.ndarray], store: _Store,
 
 
 def store_fingerprints(store: _Store, rows: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per split, the audit's (hashes, digests) of the store's ``rows``, read from the chunks' records."""
+    """Per split, the audit's (hashes, digests) of the store's ``rows``, read from each chunk's fingerprints file."""
     found = [np.load(_chunk_file(store.chunks, i, ".fingerprints.npz")) for i in range(store.n_chunks())]
     hashes = np.concatenate([f["hashes"] for f in found])
     digests = np.concatenate([f["digests"] for f in found])
