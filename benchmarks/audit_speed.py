@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import device_description, write_json
-from tl.audit import (NEAR_THRESHOLD, PAIRS, audit_splits, dhash, near_pairs, near_pairs_all_pairs,
-                      near_pairs_method)
+from tl.data.audit import PAIRS, audit_splits
+from tl.data.fingerprints import NEAR_THRESHOLD, dhash, near_pairs, near_pairs_all_pairs, near_pairs_method
 
 TARGET_S = 60.0  # the whole audit of 100,000 train images (three pairs of splits) on 2 cores
 SHARES = {"train": 1.0, "val": 0.10, "test": 0.15}

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import device_description, write_json
-from tl.models import build_model
+from tl.train.models import build_model
 
 MODELS = ["resnet18", "timm/efficientnet_lite0", "convmodel"]
 

@@ -20,9 +20,9 @@ import torch
 from benchmarks.common import device_description, subset_folder, write_json
 from benchmarks.tutorial import tutorial_loaders, tutorial_train
 from tl.data import load_image_folder
-from tl.models import apply_freeze, build_model, get_backbone, get_classifier
-from tl.trainable import run_epochs
-from tl.weights import load_state_dict, normalization
+from tl.train.models import apply_freeze, build_model, get_backbone, get_classifier
+from tl.train.trainable import run_epochs
+from tl.train.weights import load_state_dict, normalization
 
 TARGET = 8.0
 BACKBONE, WEIGHTS = "timm/efficientnet_lite0", "IMAGENET1K_PYPI"

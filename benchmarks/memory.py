@@ -114,9 +114,9 @@ def model_working_set(backbone: str, weights: str, image_size: int, batch_size: 
     step holds at its peak besides temporaries)."""
     import torch
 
-    from tl.config import OPTIMIZERS
-    from tl.models import build_model, get_backbone
-    from tl.weights import load_state_dict
+    from tl.train.config import OPTIMIZERS
+    from tl.train.models import build_model, get_backbone
+    from tl.train.weights import load_state_dict
 
     spec = get_backbone(backbone)
     size = spec.input_size(image_size)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also print this config's model working set")
     args = p.parse_args(ours)
     from tl.core.errors import TLError
-    from tl.models import get_backbone
+    from tl.train.models import get_backbone
     try:
         for backbone, _, size, batch in args.model:  # before the search: a typo should not cost a run
             get_backbone(backbone)

@@ -17,7 +17,7 @@
 
     which also charges a slot left idle while ASHA's last trial runs alone. The headline is the
     first; both are reported, with the raw wall and summed trial time.
-(b) Scaling. ``tl.trainable.run_epochs`` trains a ConvModel on PneumoniaMNIST (28 px) in one
+(b) Scaling. ``tl.train.trainable.run_epochs`` trains a ConvModel on PneumoniaMNIST (28 px) in one
     spawned process with 1 torch thread; then two such processes run at the same time (released
     together by a barrier). scaling = (sum of the two processes' images/s) / (one process's
     images/s); 2.0 would be perfect. images/s is the trainer's own ``images_per_s`` (training
@@ -89,7 +89,7 @@ def _train_worker(data_dir: str, epochs: int, barrier, queue) -> None:
     import torch
 
     from tl.data import load_dataset
-    from tl.trainable import run_epochs
+    from tl.train.trainable import run_epochs
 
     torch.set_num_threads(1)
     arrays = load_dataset("pneumoniamnist", 28, data_dir)

@@ -206,7 +206,7 @@ load_cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 load_peak = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024
 decoded = {s: int(x.nbytes) for s, x in arrays.images.items()}
 t0 = time.perf_counter()
-from tl.audit import audit_splits
+from tl.data.audit import audit_splits
 record, _ = audit_splits(arrays.images, names=arrays.names)
 audit_s = time.perf_counter() - t0
 chunks = len(list(store.Path(arrays.images['train'].filename).parents[2].glob('chunks-*/*.json')))
@@ -239,7 +239,8 @@ def dir_bytes(path: Path) -> int:
 def audit_vs_all_pairs(images: dict[str, np.ndarray], slice_pairs: float) -> dict:
     """Near-pair search time (faiss multi-index hashing) vs all pairs (sliced and scaled), on the
     same dHashes; the hashing itself timed apart."""
-    from tl.audit import NEAR_THRESHOLD, PAIRS, dhash, near_pairs, near_pairs_all_pairs
+    from tl.data.audit import PAIRS
+    from tl.data.fingerprints import NEAR_THRESHOLD, dhash, near_pairs, near_pairs_all_pairs
 
     t0 = time.perf_counter()
     hashes = {s: dhash(x) for s, x in images.items()}
@@ -267,7 +268,7 @@ def trial_images_per_s(arrays, rows: int, size: int, repeats: int = 2) -> dict:
     import torch
 
     from tl.data import DatasetArrays
-    from tl.trainable import run_epochs
+    from tl.train.trainable import run_epochs
 
     torch.set_num_threads(1)
     take = {"train": rows, "val": min(rows // 4, len(arrays.labels["val"])),

@@ -40,11 +40,11 @@ from torch import nn
 from benchmarks.common import device_description, subset_folder, write_json
 from benchmarks.tutorial import tutorial_loaders, tutorial_train
 from tl.data import load_image_folder
-from tl.models import build_model, get_backbone, get_classifier
-from tl.config import DEFAULTS, PRECISIONS
-from tl.inference import Batcher, autocast_dtype
-from tl.trainable import resident_split, train_one_epoch
-from tl.weights import load_state_dict, normalization
+from tl.train.models import build_model, get_backbone, get_classifier
+from tl.train.config import DEFAULTS, PRECISIONS
+from tl.train.inference import Batcher, autocast_dtype
+from tl.train.trainable import resident_split, train_one_epoch
+from tl.train.weights import load_state_dict, normalization
 
 # P1 targets: tl / tutorial on a CPU; on a GPU also tl / bare (the loop must not starve the model).
 TARGET = {"cpu": 1.5, "cuda": 3.0}

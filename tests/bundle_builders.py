@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from tl.data import load_dataset
-from tl.trainable import run_epochs, save_checkpoint
+from tl.train.trainable import run_epochs, save_checkpoint
 
 SIZE = 32
 REGION = (slice(0, 16), slice(0, 16))  # rows, cols of the informative quadrant

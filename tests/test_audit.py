@@ -6,7 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tl.audit import NEAR_THRESHOLD, audit_lines, audit_splits, dhash, patient_id_warning
+from tl.data.audit import audit_lines, audit_splits, patient_id_warning
+from tl.data.fingerprints import NEAR_THRESHOLD, dhash
 
 
 def _smooth_images(n: int, seed: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""tl.audit.near_pairs (multi-index hashing through faiss) finds exactly the pairs of the all-pairs
+"""tl.data.audit.near_pairs (multi-index hashing through faiss) finds exactly the pairs of the all-pairs
 reference: on real X-rays, on planted pairs at every distance around the threshold, and on empty
 and one-image splits."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from tl.audit import (MAX_CHUNKS, NEAR_THRESHOLD, audit_splits, dhash, hash_chunks, near_pairs,
-                      near_pairs_all_pairs, near_pairs_method)
+from tl.data.audit import audit_splits
+from tl.data.fingerprints import MAX_CHUNKS, NEAR_THRESHOLD, dhash, hash_chunks, near_pairs, near_pairs_all_pairs, near_pairs_method
 
 SPLITS = ("train", "val", "test")
 PAIRS = (("train", "val"), ("train", "test"), ("val", "test"), ("test", "train"))

@@ -1,11 +1,11 @@
-"""The search's live view (tl/console.py), driven through Ray's callback hooks with stand-in trials."""
+"""The search's live view (tl/search/console.py), driven through Ray's callback hooks with stand-in trials."""
 from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
 
-from tl.console import LiveView, recipe, resume_command, space_summary
-from tl.space import load_space
+from tl.search.console import LiveView, recipe, resume_command, space_summary
+from tl.search.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 LITE0 = {"backbone": "timm/efficientnet_lite0", "weights": "IMAGENET1K_PYPI", "freeze": "none", "lr": 0.0025,

@@ -24,8 +24,9 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 from tl.core.errors import TLError
 from tl.data import load_image_folder
 from tl.data.dicom import write_dicom
-from tl.data.decode import decode_image, decode_images, is_image_file, summarize_decode_records
-from tl.predict import expand_inputs, write_csv
+from tl.data.decode import decode_image, decode_images, summarize_decode_records
+from tl.data.formats import is_image_file
+from tl.use.predict import expand_inputs, write_csv
 
 SIIM = "siim_acr_small/dicom-images"  # 3 of the 11 SIIM-ACR files (tests/data)
 
@@ -491,7 +492,7 @@ def test_write_csv_refuses_a_read_only_folder(tmp_path: Path):
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small exported bundle: one 1-epoch convmodel trial on the synthetic region folder."""
     from bundle_builders import build_experiment, write_region_folder
-    from tl.export import main as export_main
+    from tl.use.export import main as export_main
 
     root = tmp_path_factory.mktemp("dicom_bundle")
     data = write_region_folder(root / "data", n_per_class=40)
@@ -502,7 +503,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_predict_scores_dicoms_and_an_unwritable_out_exits_2_with_one_line(bundle: Path, siim_files: list[Path],
                                                                           tmp_path: Path):
-    from tl.predict import main as predict_main
+    from tl.use.predict import main as predict_main
 
     folder = tmp_path / "inputs"
     folder.mkdir()

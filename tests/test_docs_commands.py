@@ -46,7 +46,12 @@ def _help(module: str) -> subprocess.CompletedProcess:
 
 def test_each_documented_entry_point_runs_as_a_module():
     for module in sorted({m for _, m, _ in _commands()}):
-        source = Path(importlib.util.find_spec(module).origin).read_text()
+        spec = importlib.util.find_spec(module)
+        if spec.submodule_search_locations:  # a package: python -m runs its __main__.py
+            source = Path(spec.submodule_search_locations[0], "__main__.py").read_text()
+            assert "sys.exit(main())" in source, f"python -m {module} would do nothing: its __main__.py runs no main"
+            continue
+        source = Path(spec.origin).read_text()
         assert 'if __name__ == "__main__":' in source, f"python -m {module} would do nothing: no __main__ guard"
 
 

@@ -16,8 +16,8 @@ import torch
 
 import tl
 import tl.core.calibration
-from tl.export import main as export_main
-from tl.predict import main as predict_main
+from tl.use.export import main as export_main
+from tl.use.predict import main as predict_main
 from bundle_builders import REGION, build_experiment, write_region_folder
 
 CONFIGS = [{"seed": 1, "lr": 3e-3, "epochs": 3}, {"seed": 2, "lr": 2e-3, "epochs": 3}]
@@ -94,7 +94,7 @@ def test_ensemble_is_the_mean_of_the_top_trials(setup: dict, tmp_path: Path):
 
 
 def test_gradcam_heat_concentrates_where_the_label_is(setup: dict, tmp_path: Path):
-    from tl.gradcam import heatmaps
+    from tl.use.gradcam import heatmaps
 
     arrays = setup["arrays"]
     positives = arrays.images["test"][arrays.labels["test"] == 1]
@@ -220,9 +220,9 @@ def test_onnx_copy_matches_pytorch_within_its_tolerance(setup: dict, tmp_path: P
 
 def test_vit_gradcam_reshapes_the_patch_tokens_of_the_last_attention_block():
     """ViTs have no feature map: the layer is the last block's pre-attention norm, tokens on a grid."""
-    from tl.bundle import Bundle, Member
-    from tl.gradcam import heatmaps, token_layer
-    from tl.models import build_model
+    from tl.use.bundle import Bundle, Member
+    from tl.use.gradcam import heatmaps, token_layer
+    from tl.train.models import build_model
 
     torch.manual_seed(0)
     model = build_model("small_vit", 2, None, image_size=32, patch_size=8).eval()

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tl.data import DatasetArrays, cache_dir, load_dataset
-from tl.trainable import run_epochs
-from tl.weights import load_state_dict
+from tl.train.trainable import run_epochs
+from tl.train.weights import load_state_dict
 
 
 TAKE = {"train": 400, "val": 120, "test": 120}  # of tests/data's 960 / 120 / 120

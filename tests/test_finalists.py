@@ -88,7 +88,7 @@ def test_seed_ensemble_averages_probabilities_of_one_test_split():
 def test_more_finalists_than_tested_trials_takes_those_there_are_and_says_so():
     from types import SimpleNamespace
 
-    from tl.finalist_stage import plan_finalists
+    from tl.search.finalist_stage import plan_finalists
 
     results = [SimpleNamespace(config={"lr": lr, "seed": 0}) for lr in (0.1, 0.2, 0.3)]
     ranked = [("t1", results[0], 0.95, True), ("t2", results[1], 0.97, False), ("t3", results[2], 0.90, True)]

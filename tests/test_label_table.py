@@ -1,4 +1,4 @@
-"""tl.data.table: label tables as datasets ship them (NIH, SIIM-ACR, CheXpert, ISIC forms), their
+"""tl.data.label_table: label tables as datasets ship them (NIH, SIIM-ACR, CheXpert, ISIC forms), their
 label forms, groups and splits, and one test per kind of bad input.
 
 Expected values come from the csv module, pydicom or the rows the test wrote itself, never from the
@@ -17,7 +17,7 @@ import pytest
 
 from tl.core.errors import TLError
 from tl.data import table as table_module
-from tl.data.table import UNCERTAIN_POLICIES, apply_uncertain, read_label_table
+from tl.data.label_table import UNCERTAIN_POLICIES, apply_uncertain, read_label_table
 
 # the README's finding counts for nih_cxr14_1000/Data_Entry_2017.csv
 NIH_COUNTS = {"Effusion": 170, "Infiltration": 162, "Atelectasis": 95, "Cardiomegaly": 83, "Consolidation": 42,
@@ -391,7 +391,6 @@ def test_image_root_elsewhere_and_a_value_with_folders(tmp_path: Path, jpegs: li
                                                 image_root=tmp_path / "data")
 
 
-@pytest.mark.skipif(not hasattr(table_module.decode, "is_image_file"), reason="decode cannot tell DICOM by magic yet")
 def test_dicom_files_named_by_uid_without_dcm(tmp_path: Path, small_data_dir: Path):
     import pydicom
 

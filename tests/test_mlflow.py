@@ -69,7 +69,7 @@ def test_each_trial_is_an_mlflow_run_with_params_and_epoch_metrics(smoke_experim
     assert f"recommended model: trial {chosen_id} (single pick)" in stdout, stdout[-1500:]
     # Without finalists the report and tl.export describe that same single trial (issue 20).
     from analysis.summarize import main as summarize_main
-    from tl.export import main as export_main
+    from tl.use.export import main as export_main
 
     assert summarize_main([str(smoke_experiment), "--out", str(tmp_path / "report")]) == 0
     import pandas as pd

@@ -1,4 +1,4 @@
-"""tl.models: every backbone builds and classifies, head API, unknown names, freeze modes, frozen BN."""
+"""tl.train.models: every backbone builds and classifies, head API, unknown names, freeze modes, frozen BN."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from tl.core.errors import TLError
-from tl.models import (apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier,
+from tl.train.models import (apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier,
                        list_backbones)
 
 ALL_BACKBONES = list_backbones() + ["timm/efficientnet_lite0"]

@@ -13,7 +13,7 @@ import torch
 
 from bundle_builders import build_experiment
 from tl.data import load_dataset
-from tl.trainable import run_epochs
+from tl.train.trainable import run_epochs
 
 FINDINGS = ["top_left", "bottom_right", "rare"]
 CORNERS = {0: (2, 2), 1: (20, 20), 2: (2, 20)}
@@ -68,11 +68,11 @@ def test_feature_cache_trains_a_multilabel_head(experiment):
 
 
 def test_export_and_predict_a_multilabel_bundle(experiment, tmp_path):
-    from tl.bundle import load_bundle
-    from tl.export import export
-    from tl.predict import predict_rows
+    from tl.use.bundle import load_bundle
+    from tl.use.export import export
+    from tl.use.predict import predict_rows
 
-    from tl.export import main as export_main
+    from tl.use.export import main as export_main
 
     assert export_main([str(experiment["exp"]), "--out", str(tmp_path / "cli"), "--gradcam", "0"]) == 0
     meta = export(experiment["exp"], tmp_path / "bundle", gradcam=1)

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from tl.search import chosen_trial
+from tl.search.ranking import chosen_trial
 
 
 def _result(trial_id: str, val_acc: list[float], val_loss: list[float], tested: bool = True, error=None):

@@ -66,7 +66,7 @@ def loud_auc_experiment(tmp_path_factory, small_data_dir) -> tuple[Path, str]:
     return storage / "loud", out
 
 
-# The live view's lines (tl/console.py), field by field.
+# The live view's lines (tl/search/console.py), field by field.
 STATUS = re.compile(r"^\[tl\.search\] \d+m\d\ds \| trials (\d+) running, (\d+) finished, (\d+) stopped by ASHA, "
                     r"(\d+) errored \((\d+)/4 done\) \| best val_acc (?:0\.\d{4}: convmodel, none, fine-tune, "
                     r"lr [0-9.e-]+, 28 px|: none yet)$")
@@ -342,8 +342,8 @@ def test_verbose_brings_back_rays_own_output(loud_auc_experiment):
 
 def test_export_and_predict_the_trial_the_search_printed(smoke_experiment, small_data_dir, tmp_path):
     """The issue-14 flow on a real search: export what tl.search printed, predict its test split."""
-    from tl.export import main as export_main
-    from tl.predict import main as predict_main
+    from tl.use.export import main as export_main
+    from tl.use.predict import main as predict_main
 
     printed = (smoke_experiment.parent / "search_stdout.txt").read_text()
     folder = smoke_experiment / Path(printed.split("trial folder: ")[1].splitlines()[0]).name
@@ -370,7 +370,7 @@ def test_console_report_mlflow_and_export_agree_on_the_finalist_winner(grid_expe
     import pandas as pd
 
     from analysis.summarize import main as summarize_main
-    from tl.export import main as export_main
+    from tl.use.export import main as export_main
 
     runs = _trials(grid_experiment / "finalists")
     means = _finalist_means(runs)

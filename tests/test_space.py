@@ -1,4 +1,4 @@
-"""tl.space: space files load, validate with errors that name file/key, pin, and sample for Optuna."""
+"""tl.search.space: space files load, validate with errors that name file/key, pin, and sample for Optuna."""
 from __future__ import annotations
 
 import pickle
@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from tl.core.errors import TLError
-from tl.space import SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points
+from tl.search.space import SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points
 
 SPACE_FILES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.py"))
 

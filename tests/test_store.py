@@ -251,7 +251,8 @@ def test_two_node_cluster_decodes_on_both_nodes(data_dir, tmp_path):
 def test_the_store_fingerprints_its_images_as_the_audit_would(small_data_dir, tmp_path):
     """The workers hash what they decode, so the search's driver need not read the pixels to audit
     them: the store's fingerprints are the audit's own, and the audit's record is the same either way."""
-    from tl.audit import audit_splits, image_fingerprints
+    from tl.data.audit import audit_splits
+    from tl.data.fingerprints import image_fingerprints
 
     arrays = load_dataset(str(small_data_dir / "chest_xray"), 32, seed=3)
     assert arrays.image_fingerprints is not None, "the store hands its fingerprints on"
@@ -267,7 +268,7 @@ def test_the_store_fingerprints_its_images_as_the_audit_would(small_data_dir, tm
 
 
 def test_pixel_digests_of_a_grey_image_are_the_same_at_one_and_three_channels():
-    from tl.audit import pixel_digests
+    from tl.data.fingerprints import pixel_digests
 
     grey = np.random.default_rng(0).integers(0, 255, (2, 1, 8, 8), dtype=np.uint8)
     colour = grey.repeat(3, axis=1)

@@ -194,7 +194,7 @@ def test_a_bad_table_is_one_line_exit_2_and_no_experiment(case, ran):
 
 def test_uncertain_findings_are_masked_out_of_the_loss_and_every_metric():
     from tl.core.metrics import label_accuracy, per_finding_auc, split_metrics
-    from tl.trainable import MaskedBCEWithLogits
+    from tl.train.trainable import MaskedBCEWithLogits
 
     labels = np.array([[1, 0], [0, -1], [1, 1], [0, 0], [-1, 1], [0, 1]])
     probs = np.array([[0.9, 0.2], [0.3, 0.99], [0.6, 0.7], [0.4, 0.1], [0.01, 0.8], [0.2, 0.6]])
@@ -219,13 +219,13 @@ def test_uncertain_findings_are_masked_out_of_the_loss_and_every_metric():
                                               ("ones", [[1, 1], [0, 1]])])
 def test_the_trials_policy_sets_only_the_training_labels(policy, expected):
     from tl.data import DatasetArrays
-    from tl.trainable import build_trial
+    from tl.train.trainable import build_trial
 
     rng = np.random.default_rng(0)
     images = {s: rng.integers(0, 255, (2, 1, 16, 16), dtype=np.uint8) for s in ("train", "val", "test")}
     labels = {s: np.array([[1, -1], [0, 1]]) for s in ("train", "val", "test")}
     arrays = DatasetArrays("tiny", images, labels, ["a", "b"])
-    from tl.config import DEFAULTS
+    from tl.train.config import DEFAULTS
 
     setup = build_trial({**DEFAULTS, "backbone": "convmodel", "image_size": 16, "batch_size": 2, "uncertain": policy,
                          "feature_cache": False}, arrays, None, torch.device("cpu"))
@@ -235,7 +235,7 @@ def test_the_trials_policy_sets_only_the_training_labels(policy, expected):
 
 def test_a_space_file_can_search_the_uncertain_policy(tmp_path):
     from tl.core.errors import TLError
-    from tl.space import SpaceSampler, load_space
+    from tl.search.space import SpaceSampler, load_space
 
     space = tmp_path / "space.py"
     space.write_text('DATASET = "x.csv"\nLABELS = ["Edema", "Atelectasis"]\n'

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tl.data import DatasetArrays
-from tl.trainable import run_epochs
+from tl.train.trainable import run_epochs
 
 CPU = torch.device("cpu")
 

@@ -14,7 +14,7 @@ from tl.data import load_dataset
 from tl.core.errors import TLError
 from tl.core.metrics import average_precision, quadratic_weighted_kappa, split_metrics
 from tl.core.tasks import MEDMNIST, TASK_METRICS, check_metric, medmnist_file, medmnist_md5, medmnist_url, resolve_task
-from tl.trainable import MaskedBCEWithLogits, build_criterion, class_weights
+from tl.train.trainable import MaskedBCEWithLogits, build_criterion, class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TWELVE = ("pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
@@ -171,10 +171,10 @@ CLI_CASES = {
 def test_bad_task_input_is_one_error_line_before_ray(case, tmp_path, small_data_dir, capsys, monkeypatch):
     import ray
 
-    from tl.search import main
+    from tl.search.cli import main
 
     make, must, *body = CLI_CASES[case]
-    monkeypatch.setattr("tl.search._init_ray", lambda *a, **k: pytest.fail("Ray started on bad input"))
+    monkeypatch.setattr("tl.search.cli.init_ray", lambda *a, **k: pytest.fail("Ray started on bad input"))
     space = _write_space(tmp_path, body[0] if body else "")
     code = main([str(space), "--data-dir", str(small_data_dir), "--offline", "--storage", str(tmp_path / "r"),
                  "--name", "bad", *make(tmp_path)])
@@ -186,7 +186,7 @@ def test_bad_task_input_is_one_error_line_before_ray(case, tmp_path, small_data_
 
 
 def test_task_space_files_load_and_name_their_task_metrics():
-    from tl.space import load_space
+    from tl.search.space import load_space
 
     chest = load_space(ROOT / "search_spaces" / "chest14.py")
     assert chest.metric == "val_auc" and chest.groups == r"^(\d{8})_" and "class_weight" in chest.params
@@ -208,7 +208,7 @@ def test_recommended_model_sensitivity_is_about_the_positive_class():
 
 def test_val_threshold_for_best_balanced_accuracy_by_hand():
     from tl.core.metrics import best_balanced_threshold
-    from tl.trainable import threshold_metrics
+    from tl.train.trainable import threshold_metrics
 
     # positive class 0; p(class 0): positives 0.9, 0.4, 0.35; negatives 0.3, 0.2, 0.1
     # at 0.5 only one positive is called (balanced 2/3); at 0.35 all three, no negative: 1.0

@@ -1,4 +1,4 @@
-"""tl.trainable without Ray: the epoch loop's reports, determinism, resume, fault injection, transfer."""
+"""tl.train.trainable without Ray: the epoch loop's reports, determinism, resume, fault injection, transfer."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,10 +9,10 @@ import torch
 
 from tl.data import DatasetArrays, load_dataset
 from tl.core.errors import TLError
-from tl.models import build_model, get_backbone, get_classifier
-from tl.inference import Batcher, autocast_dtype
-from tl.trainable import InjectedFault, evaluate, run_epochs, save_checkpoint
-from tl.weights import load_state_dict
+from tl.train.models import build_model, get_backbone, get_classifier
+from tl.train.inference import Batcher, autocast_dtype
+from tl.train.trainable import InjectedFault, evaluate, run_epochs, save_checkpoint
+from tl.train.weights import load_state_dict
 
 CPU = torch.device("cpu")
 SUBSET = {"train": 240, "val": 100, "test": 120}
@@ -211,7 +211,7 @@ def test_compiled_run_tracks_the_eager_run(reference_run: dict, pneumonia: Datas
 
 
 def test_compile_true_means_inductor_and_unknown_backends_are_named():
-    from tl.config import compile_backend
+    from tl.train.config import compile_backend
 
     assert compile_backend(True) == "inductor" and compile_backend(False) is None
     assert compile_backend("aot_eager") == "aot_eager" and compile_backend("none") is None

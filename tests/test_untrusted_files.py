@@ -11,8 +11,8 @@ import torch
 
 from tl.data import DatasetArrays
 from tl.core.errors import TLError
-from tl.trainable import run_epochs
-from tl.weights import load_state_dict
+from tl.train.trainable import run_epochs
+from tl.train.weights import load_state_dict
 
 
 class _Payload:

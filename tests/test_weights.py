@@ -1,4 +1,4 @@
-"""tl.weights: packaged Lite0 weights really are ImageNet weights; validation, local files, preflight."""
+"""tl.train.weights: packaged Lite0 weights really are ImageNet weights; validation, local files, preflight."""
 from __future__ import annotations
 
 import os
@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from tl.core.errors import TLError
-from tl.models import build_model, get_backbone
-from tl.weights import (IMAGENET_MEAN, IMAGENET_STD, NEUTRAL_MEAN, NEUTRAL_STD, load_state_dict,
+from tl.train.models import build_model, get_backbone
+from tl.train.weights import (IMAGENET_MEAN, IMAGENET_STD, NEUTRAL_MEAN, NEUTRAL_STD, load_state_dict,
                         normalization, packaged_lite0_state_dict, preflight, validate_weights)
 
 LITE0 = "timm/efficientnet_lite0"

@@ -9,7 +9,7 @@ from analysis_builders import HEALTHY
 
 from tl.core.results.split_audit import read_split_audits
 from analysis.summarize import main
-from tl.audit import audit_splits, save_pairs
+from tl.data.audit import audit_splits, save_pairs
 from tl.core.results import AUDIT_FILE
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 from analysis_builders import HEALTHY
 
 from analysis.report_data import build_report_data
-from tl.search import chosen_trial
+from tl.search.ranking import chosen_trial
 
 
 def _curve(val_acc: list[float], val_loss: list[float]) -> dict:

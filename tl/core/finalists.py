@@ -1,7 +1,7 @@
 """Finalists over seeds: which search trials are re-trained, with which seeds, and how they score.
 
 After the search, the top K tested recipes by the rule of choice are re-trained for their full
-epochs with S new seeds each (:func:`finalist_configs`; ``tl.finalist_stage`` runs them on Ray).
+epochs with S new seeds each (:func:`finalist_configs`; ``tl.search.finalist_stage`` runs them on Ray).
 Read back from the experiment folder, each recipe gets its val mean ± std over seeds; the winner is
 the recipe with the best mean val metric (:func:`tl.core.choice.rank_recipes`), and its seeds' test
 probabilities are averaged into one ensemble with bootstrap intervals (:func:`build_finalists`).

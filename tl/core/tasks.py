@@ -19,7 +19,7 @@ from tl.core.errors import TLError
 
 TASKS = ("binary", "multiclass", "multilabel", "ordinal")
 # A multilabel finding the labeler could not decide (CheXpert's -1): masked out of every metric, and
-# out of the loss unless the trial's ``uncertain`` policy maps it to 0 or 1 (tl.data.table).
+# out of the loss unless the trial's ``uncertain`` policy maps it to 0 or 1 (tl.data.label_table).
 UNCERTAIN = -1
 UNCERTAIN_POLICIES = ("ignore", "zeros", "ones")  # CheXpert's U-Ignore, U-Zeros, U-Ones
 MEDMNIST_SIZES = (28, 64, 128, 224)

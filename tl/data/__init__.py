@@ -9,9 +9,10 @@ an image file. Carving (``carve``) and grouping keys (``groups``) are pure funct
 names, applied after decoding.
 """
 from tl.data.arrays import SPLITS, DatasetArrays
-from tl.data.decode import IMAGE_EXTENSIONS, decode_images
+from tl.data.decode import decode_images
+from tl.data.formats import IMAGE_EXTENSIONS
 from tl.data.imagefolder import load_image_folder
-from tl.data.load import load_dataset
+from tl.data.dataset import load_dataset
 from tl.data.locate import cache_dir, default_data_dir, resolve_dataset_path
 from tl.data.npz import load_npz_splits
 

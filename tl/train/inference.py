@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tl.config import PRECISIONS
+from tl.train.config import PRECISIONS
 from tl.core.errors import TLError
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tl.core.finalists import finalist_configs, finalist_seeds
 from tl.core.results import FINALIST_DIR, RECIPE_KEY, update_search_meta
-from tl.space import points_param_space
+from tl.search.space import points_param_space
 
 PLAN_KEY = "finalists"  # the plan's record in tl_search.json
 
@@ -22,7 +22,7 @@ def plan_finalists(results, ranked: list, k: int, n_seeds: int) -> tuple[list[di
 
     Args:
         results: every search Result (their seeds are the ones finalists must not reuse).
-        ranked: ``tl.search.ranked_results``: (trial id, Result, best val, tested), best first.
+        ranked: ``tl.search.ranking.ranked_results``: (trial id, Result, best val, tested), best first.
         k, n_seeds: recipes and seeds per recipe asked for; fewer recipes when fewer were tested.
     """
     tested = [(trial, result, best) for trial, result, best, was_tested in ranked if was_tested]
@@ -47,7 +47,7 @@ def finalist_dirname(trial) -> str:
 def _console(space, n_trials: int, verbose: bool, trackers: list) -> dict:
     """The search's console for this stage too (a status line and one line per trial, or Ray's own),
     and its trackers (``--mlflow``: every finalist trial is a run too)."""
-    from tl.console import LiveView, run_options
+    from tl.search.console import LiveView, run_options
 
     return run_options(([] if verbose else [LiveView(space.metric, space.mode, n_trials)]) + trackers, verbose)
 
@@ -57,7 +57,7 @@ def _new_tuner(trainable, configs: list[dict], space, where: str, verbose: bool,
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from tl.trainable import trial_run_options
+    from tl.train.trainable import trial_run_options
 
     return tune.Tuner(
         trainable,
@@ -77,7 +77,7 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
 
     Args:
         trainable: the search's trainable, resources and shared data included.
-        results, ranked: the search's Results and ``tl.search.ranked_results`` of them.
+        results, ranked: the search's Results and ``tl.search.ranking.ranked_results`` of them.
         where: the experiment folder (path or URI); the stage's Tuner lives in ``where/finalists``.
         exp_dir: the same as a local Path, None for cloud storage.
         verbose: Ray's full output instead of the status lines (``--verbose``).
@@ -90,7 +90,7 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
     if tune.Tuner.can_restore(path):
         print(f"[tl.search] finalists: continuing the stage in {path} (finished trials are kept)")
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-        from tl.console import set_restored_options
+        from tl.search.console import set_restored_options
 
         set_restored_options(tuner, _console(space, space.finalists * space.finalist_seeds, verbose, trackers))
     else:

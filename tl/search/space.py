@@ -15,10 +15,10 @@ from pathlib import Path
 
 from tl.core.errors import TLError
 from tl.core.finalists import DEFAULT_SEEDS
-from tl.models import FREEZE_MODES, get_backbone
+from tl.train.models import FREEZE_MODES, get_backbone
 from tl.core.tasks import ALL_VAL_METRICS, TASKS, UNCERTAIN_POLICIES
-from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS, compile_backend
-from tl.weights import validate_weights
+from tl.train.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS, compile_backend
+from tl.train.weights import validate_weights
 
 SPACE_KEYS = {
     "DATASET": "dataset name (MedMNIST) or path (.npz, ImageFolder root, or a .csv/.tsv label table)",
@@ -44,7 +44,7 @@ SPACE_KEYS = {
     "FINALIST_SEEDS": "seeds per finalist recipe, none of them the search's (default 3)",
     "TASK": "binary, multiclass, multilabel or ordinal; overrides the task table (tl.core.tasks) or the labels' inference",
     "POSITIVE_CLASS": "binary tasks: the name of the class sensitivity is about (default: the table's, else class 1)",
-    # A label table's options (tl.data.tabular.TableOptions), the same as tl.search's flags.
+    # A label table's options (tl.data.table_source.TableOptions), the same as tl.search's flags.
     "LABELS": "label table: label column(s), a |-joined findings column, or COL!=VALUE (--labels)",
     "PATH_COLUMN": "label table: the column naming each image (default: detected; --path-column)",
     "NO_FINDING": "label table: the text meaning no finding in a |-joined column (default 'No Finding')",
@@ -91,7 +91,7 @@ class SearchSpace:
     uncertain: str | None = None
 
     def table_options(self) -> dict:
-        """The file's label-table options (``tl.data.tabular.TableOptions`` keys) it sets."""
+        """The file's label-table options (``tl.data.table_source.TableOptions`` keys) it sets."""
         keys = ("labels", "path_column", "no_finding", "group_column", "split_column", "image_root")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 

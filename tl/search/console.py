@@ -11,7 +11,7 @@ from typing import Any, Callable, TextIO
 
 from ray import tune
 
-from tl.space import SearchSpace
+from tl.search.space import SearchSpace
 
 PREFIX = "[tl.search]"
 WIDTH = 110  # the space summary's lines, wrapped for a terminal
@@ -98,7 +98,7 @@ def dataset_summary(arrays, uncertain: str | list = "ignore") -> list[str]:
                      f"{', '.join(map(str, labels.get('columns', [])))} ({labels.get('mode', '?')}), paths from "
                      f"{table.get('path_column', {}).get('column', '?')}")
     if arrays.task == "multilabel":
-        from tl.data.tabular import label_counts
+        from tl.data.arrays import label_counts
 
         counts = label_counts(arrays.labels, arrays.class_names)
         blank = (table or {}).get("labels", {}).get("counts", {})

@@ -1,8 +1,8 @@
 """Trial configuration: every key a trial config may carry with its default, and the name tables
 for optimizers, schedulers, precisions and class weighting.
 
-The one home of these rules: ``tl.space`` checks a space file against them without importing the
-training loop, and ``tl.trainable`` builds from them.
+The one home of these rules: ``tl.search.space`` checks a space file against them without importing the
+training loop, and ``tl.train.trainable`` builds from them.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ DEFAULTS: dict = {
     "task": None, "positive_class": None,
     # "balanced": inverse-frequency class weights (multilabel: per-finding pos_weight = negatives / positives).
     "class_weight": "none",
-    # Label tables (tl.data.tabular.TableOptions as a dict) and what training does with uncertain (-1)
+    # Label tables (tl.data.table_source.TableOptions as a dict) and what training does with uncertain (-1)
     # findings: ignore (masked out of the loss), zeros or ones. Val and test always leave them out.
     "table": None, "uncertain": "ignore",
 }

@@ -62,14 +62,13 @@ import numpy as np
 
 from tl.core.errors import TLError
 from tl.core.tasks import UNCERTAIN_POLICIES
-from tl.data import decode
+from tl.data.formats import has_dicom_magic, has_image_suffix, is_dicom
 
 SPLIT_VALUES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 DETECT_ROWS = 20  # rows sampled per column when looking for the path column
 _SHOWN = 3  # values named in an error before "and N more"
 _COMPARE = re.compile(r"^(?P<column>.*?)(?P<op>!=|==)(?P<value>.*)$")
 _TRUE_WORDS, _FALSE_WORDS = ("true", "yes"), ("false", "no")
-_DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 @dataclass
@@ -252,32 +251,10 @@ def _more(items: list[str]) -> str:
 # image files
 
 
-_KNOWN_SUFFIXES = frozenset((*decode.IMAGE_EXTENSIONS, *_DICOM_SUFFIXES))
-
-
 def _is_image_path(path: str) -> bool:
-    """A file with a known image extension, or (``decode.is_image_file``) an extensionless DICOM file.
-
-    The extension is tested here first: ``is_image_file`` builds a ``Path`` and may open the file,
-    which costs seconds over a 10^5-file tree where almost every name has a known extension.
-    """
-    if os.path.splitext(path)[1].lower() in _KNOWN_SUFFIXES:
-        return True
-    is_image_file = getattr(decode, "is_image_file", None)  # absent before decode learnt DICOM
-    return bool(is_image_file(path)) if is_image_file is not None else False
-
-
-def _is_dicom(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    if suffix in _DICOM_SUFFIXES:
-        return True
-    if suffix in decode.IMAGE_EXTENSIONS:
-        return False
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
+    """A file with a known image extension (a string test: no ``Path``, no open, over 10^5 names),
+    or an extensionless DICOM file."""
+    return has_image_suffix(path) or has_dicom_magic(path)
 
 
 class _Resolver:
@@ -634,7 +611,7 @@ def _groups(table, requested, column, row_groups, files, columns, names) -> tupl
         from pydicom.datadict import tag_for_keyword
 
         keyword = str(requested).strip()
-        dicom = all(_is_dicom(f) for f in files)
+        dicom = all(is_dicom(f) for f in files)
         if tag_for_keyword(keyword) is None or not dicom:
             why = ("the images are not all DICOM, so it cannot come from their headers" if tag_for_keyword(keyword)
                    else "nor a DICOM header keyword")
@@ -642,7 +619,7 @@ def _groups(table, requested, column, row_groups, files, columns, names) -> tupl
         groups, blank = _own_groups(_dicom_values(files, keyword), names)
         return groups, {"source": f"DICOM header {keyword}", "n_groups": len(set(groups.tolist())),
                         "blank_rows": blank}
-    if not files or not all(_is_dicom(f) for f in files):
+    if not files or not all(is_dicom(f) for f in files):
         return None, {"source": None}
     ids = _dicom_values(files, "PatientID")
     missing = sum(1 for v in ids if not v)

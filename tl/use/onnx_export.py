@@ -1,7 +1,7 @@
 """Optional ONNX copies of a bundle's members, for deployment outside Python/PyTorch.
 
 Each ``member<i>.onnx`` takes the *preprocessed* float batch (N, 3, S, S) that
-``tl.inference.Batcher`` makes (model.json says S, mean and std) and returns logits. It is written
+``tl.train.inference.Batcher`` makes (model.json says S, mean and std) and returns logits. It is written
 only if ONNX Runtime reproduces the PyTorch member's probabilities within ``ONNX_TOLERANCE`` on
 real test images; the measured difference goes into model.json.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from tl.core.errors import TLError
-from tl.inference import to_probs
+from tl.train.inference import to_probs
 
 ONNX_TOLERANCE = 1e-4  # max |probability difference|, ONNX Runtime vs PyTorch, on up to 64 test images
 

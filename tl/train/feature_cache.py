@@ -14,7 +14,7 @@ from filelock import FileLock
 from torch import nn
 
 from tl.data import DatasetArrays, cache_dir
-from tl.models import get_classifier, set_classifier
+from tl.train.models import get_classifier, set_classifier
 
 
 def identity_batcher(features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

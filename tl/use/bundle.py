@@ -4,7 +4,7 @@ plain weights, and the one code path that turns images into probabilities with i
 Weights are safetensors (no pickle at all); a ``.pt`` member is read with ``weights_only=True``,
 so a pickle payload is refused, never run. Preprocessing and inference are the training code's own:
 files are decoded by ``tl.data``'s decoder at the size the trial's arrays had, and probabilities come
-from ``tl.inference.predict_probs``, so a bundle scores the trial's test split exactly as the trial
+from ``tl.train.inference.predict_probs``, so a bundle scores the trial's test split exactly as the trial
 did. ``model.json``'s layout is written here (:func:`bundle_meta`) beside its reader (:func:`read_meta`).
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from torch import nn
 from tl.core.calibration import apply_temperature
 from tl.core.errors import TLError
 from tl.data import decode_images
-from tl.inference import Batcher, autocast_dtype, predict_probs
-from tl.models import build_model
+from tl.train.inference import Batcher, autocast_dtype, predict_probs
+from tl.train.models import build_model
 
 SCHEMA_VERSION = 1
 META_FILE = "model.json"
@@ -140,7 +140,7 @@ class Bundle:
         return str(self.meta.get("task") or ("binary" if len(self.class_names) == 2 else "multiclass"))
 
     def predict_raw(self, images: np.ndarray, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Mean probabilities of the members (N, C), before temperature scaling (``tl.inference``)."""
+        """Mean probabilities of the members (N, C), before temperature scaling (``tl.train.inference``)."""
         images = self.check_channels(np.asarray(images))
         total = np.zeros((len(images), len(self.class_names)), dtype=np.float64)
         for member in self.members:
@@ -200,7 +200,7 @@ class Bundle:
 # How a bundle turns files and arrays into network inputs, in words, for model.json's readers.
 PREPROCESSING = ("files: tl.data's decoder (PIL; DICOM through pydicom's pixel pipeline), bilinear resize to "
                  "decode_size; arrays as given; then /255, gray replicated to 3 channels, bilinear (antialiased when "
-                 "shrinking) to each member's input_size, (x - mean) / std (tl.inference.Batcher)")
+                 "shrinking) to each member's input_size, (x - mean) / std (tl.train.inference.Batcher)")
 
 
 def bundle_meta(*, task: str, class_names: list[str], positive: int | None, channels: int, members: list[dict],

@@ -13,7 +13,7 @@ from tl.data.imagefolder import list_image_folder
 from tl.data.listing import build_arrays
 from tl.data.locate import resolve_dataset_path
 from tl.data.npz import load_npz_splits
-from tl.data.tabular import TableOptions, is_table, list_label_table
+from tl.data.table_source import TableOptions, is_table, list_label_table
 
 
 def _fingerprint(path: Path) -> str:
@@ -34,7 +34,7 @@ def load_dataset(dataset: str, image_size: int, data_dir: str | Path | None = No
 
     ``.npz`` images keep their stored size (the trainable resizes batches); the files of an
     ImageFolder tree or a label table (``.csv``/``.tsv``, read with ``table``'s options, see
-    ``tl.data.tabular.TableOptions``) are decoded once at ``image_size`` into the decode store under
+    ``tl.data.table_source.TableOptions``) are decoded once at ``image_size`` into the decode store under
     ``cache_dir()/decoded``, keyed by the files' names, sizes and mtimes, never by the seed or the
     grouping (``groups``: regex over file paths, see :mod:`tl.data.groups`): the carve is indices
     applied after decoding, its splits memory-mapped files. ``use_cache`` False: a temporary store,

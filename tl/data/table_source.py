@@ -1,5 +1,5 @@
 """Label tables as datasets: ``--dataset TABLE.csv`` with the options a user gives on the command line
-or in a space file (``TableOptions``), read by ``tl.data.table`` into a ``Listing``.
+or in a space file (``TableOptions``), read by ``tl.data.label_table`` into a ``Listing``.
 
 Official splits come from the split column; the missing ones are carved from train (by group when a
 patient, lesion or DICOM ``PatientID`` is known). Patient ids in a table are global, so every split
@@ -20,7 +20,7 @@ from tl.core.errors import TLError
 from tl.data.groups import groups_from_regex
 from tl.data.listing import Listing
 from tl.core.tasks import UNCERTAIN_POLICIES
-from tl.data.table import read_label_table
+from tl.data.label_table import read_label_table
 
 TABLE_SUFFIXES = (".csv", ".tsv")
 
@@ -68,7 +68,7 @@ def is_table(path: Path) -> bool:
 
 
 def list_label_table(path: Path, options: TableOptions, groups: str | None = None) -> Listing:
-    """Read the table (``tl.data.table.read_label_table``) into a ``Listing``: files and labels per
+    """Read the table (``tl.data.label_table.read_label_table``) into a ``Listing``: files and labels per
     official split (all train without a split column), and each row's group.
 
     Raises:
@@ -143,16 +143,3 @@ def table_options_from_args(args: argparse.Namespace, base: dict | None = None) 
     if "image_root" in values and values["image_root"] is not None:
         values["image_root"] = os.path.abspath(os.path.expanduser(values["image_root"]))
     return TableOptions.from_mapping(values).as_dict()
-
-
-def label_counts(labels: dict[str, np.ndarray], class_names: list[str]) -> dict:
-    """Per split, per class (or finding): positives, and for findings the uncertain (-1) labels too."""
-    out = {}
-    for split in sorted(labels, key=("train", "val", "test").index):  # reading order, whatever the dict's
-        y = np.asarray(labels[split])
-        if y.ndim == 2:
-            out[split] = {name: {"positive": int((y[:, k] == 1).sum()), "uncertain": int((y[:, k] == -1).sum()),
-                                 "n": int(len(y))} for k, name in enumerate(class_names)}
-        else:
-            out[split] = {name: {"positive": int((y == k).sum()), "n": int(len(y))} for k, name in enumerate(class_names)}
-    return out

@@ -20,16 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tl.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, SCHEDULERS, compile_backend
+from tl.train.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, SCHEDULERS, compile_backend
 from tl.core.errors import TLError
 from tl.core.metrics import best_balanced_threshold, sensitivity_specificity, split_metrics
 from tl.core.results import PREDICTION_KEYS, save_predictions
 from tl.data import DatasetArrays, load_dataset
-from tl.data.table import apply_uncertain
-from tl.feature_cache import cached_features, identity_batcher
-from tl.inference import Batcher, autocast_dtype, batch_correct, predict_logits, to_probs
-from tl.models import apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier
-from tl.weights import load_state_dict, normalization
+from tl.data.label_table import apply_uncertain
+from tl.train.feature_cache import cached_features, identity_batcher
+from tl.train.inference import Batcher, autocast_dtype, batch_correct, predict_logits, to_probs
+from tl.train.models import apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier
+from tl.train.weights import load_state_dict, normalization
 
 
 class InjectedFault(RuntimeError):
@@ -93,7 +93,7 @@ EVAL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batcher: Batcher,
              device: torch.device, batch_size: int = 256, amp_dtype: torch.dtype | None = None,
              task: str = "multiclass") -> tuple[float, np.ndarray]:
-    """Mean unweighted loss and probabilities over a whole split (``tl.inference``'s one path).
+    """Mean unweighted loss and probabilities over a whole split (``tl.train.inference``'s one path).
 
     Single-label tasks: cross-entropy and softmax (N, C). Multilabel: binary cross-entropy and one
     sigmoid per finding (N, K).

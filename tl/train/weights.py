@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from tl.core.errors import TLError
-from tl.models import LOCAL_WEIGHTS_SUFFIXES, get_backbone
+from tl.train.models import LOCAL_WEIGHTS_SUFFIXES, get_backbone
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 NEUTRAL_MEAN, NEUTRAL_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
