@@ -1,4 +1,4 @@
-"""Shared fixtures: the full real data, the small real fixtures in tests/data, and an isolated
+"""Shared fixtures: the full real data, the small real fixtures in tests/fixtures, and an isolated
 decode/feature cache."""
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ _DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "dat
 _REQUIRED = ("pneumoniamnist.npz", "chestxray14_1000.npz", "chest_xray/train/NORMAL", "chest_xray/train/PNEUMONIA",
              "chest_xray/test/NORMAL", "chest_xray/test/PNEUMONIA", "nih_cxr14_1000/Data_Entry_2017.csv",
              "siim_acr_11/train-rle.csv", "kather2016_240/01_TUMOR")
-# Small real subsets of those sets, committed, written by tests/data/make_fixtures.py.
-_SMALL_DATA_DIR = Path(__file__).resolve().parent / "data"
+# Small real subsets of those sets, committed, written by tests/fixtures/make_fixtures.py.
+_SMALL_DATA_DIR = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def data_dir() -> Path:
     if missing:
         what = "none of it" if len(missing) == len(_REQUIRED) else ", ".join(missing)
         message = (f"needs the full real data, missing under {root} ({what}): set TL_DATA_DIR to a folder holding "
-                   "the sets of ../shared/data/README.md (sources: tests/data/README.md)")
+                   "the sets of ../shared/data/README.md (sources: tests/fixtures/README.md)")
         if os.environ.get("TL_REQUIRE_FULL_DATA") == "1":
             pytest.fail(f"{message} [TL_REQUIRE_FULL_DATA=1]", pytrace=False)
         pytest.skip(message)
@@ -41,10 +41,10 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def small_data_dir() -> Path:
-    """tests/data: a few hundred real images per set, in the full sets' layouts and file names
+    """tests/fixtures: a few hundred real images per set, in the full sets' layouts and file names
     (``pneumoniamnist.npz``, ``chest_xray/``; ``nih_cxr14_small/``, ``siim_acr_small/``,
     ``kather2016_small/``). Stands in for the data dir wherever a test needs real images, not a
-    whole set; tests/data/README.md names what each holds and where it comes from."""
+    whole set; tests/fixtures/README.md names what each holds and where it comes from."""
     return _SMALL_DATA_DIR
 
 
@@ -75,7 +75,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def smoke_experiment(tmp_path_factory: pytest.TempPathFactory, small_data_dir: Path) -> Path:
-    """``python -m tl.search search_spaces/smoke.py --num-samples 4 --mlflow`` on tests/data, run once
+    """``python -m tl.search search_spaces/smoke.py --num-samples 4 --mlflow`` on tests/fixtures, run once
     for the end-to-end, report and MLflow tests (its stdout and stderr saved beside the experiment;
     the MLflow store in ``mlruns`` there). Returns the experiment folder."""
     storage = tmp_path_factory.mktemp("results")

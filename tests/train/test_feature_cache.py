@@ -9,7 +9,7 @@ from tl.train.trainable import run_epochs
 from tl.train.weights import load_state_dict
 
 
-TAKE = {"train": 400, "val": 120, "test": 120}  # of tests/data's 960 / 120 / 120
+TAKE = {"train": 400, "val": 120, "test": 120}  # of tests/fixtures's 960 / 120 / 120
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def pneumonia(small_data_dir: Path) -> DatasetArrays:
-    """The first rows of each PneumoniaMNIST split (28 px, both classes present in each); tests/data
+    """The first rows of each PneumoniaMNIST split (28 px, both classes present in each); tests/fixtures
     holds the same first rows as the full file."""
     return _subset(load_dataset("pneumoniamnist", 28, small_data_dir, offline=True), SUBSET)
 

@@ -11,7 +11,7 @@ import pytest
 from tl.core.errors import TLError
 from tl.search.space import SpaceSampler, apply_overrides, grid_configs, load_space, optuna_points
 
-SPACE_FILES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.py"))
+SPACE_FILES = sorted((Path(__file__).resolve().parents[2] / "search_spaces").glob("*.py"))
 
 VALID = """
 DATASET = "pneumoniamnist"
@@ -146,7 +146,7 @@ def test_overrides_pin_backbone_and_lr_without_touching_the_loaded_space(space):
 def test_pinning_weights_away_from_the_start_with_recipe_drops_it(tmp_path: Path):
     # The shipped X-ray space starts with pretrained Lite0 recipes; pinning weights=none excludes them
     # and keeps the from-scratch ones.
-    xray = Path(__file__).resolve().parents[1] / "search_spaces" / "xray.py"
+    xray = Path(__file__).resolve().parents[2] / "search_spaces" / "xray.py"
     source = load_space(xray) if xray.exists() else load_space(_space_file(tmp_path, VALID))
     assert source.start_with, "the example needs a START_WITH recipe"
     pinned = apply_overrides(source, ["weights=none"])

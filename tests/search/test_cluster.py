@@ -12,7 +12,7 @@ from trial_rows import read_rows
 
 pytestmark = pytest.mark.slow  # starts Ray searches
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_search_uses_both_nodes_and_survives_losing_one(two_node_cluster, tmp_pa
     search = subprocess.Popen(
         [sys.executable, "-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(small_data_dir),
          "--storage", str(tmp_path), "--name", "multi", "--num-samples", "4", "--set", "batch_size=128",
-         # 10 epochs and no ASHA stop: on tests/data's 960 training images a trial on the worker is mid-run
+         # 10 epochs and no ASHA stop: on tests/fixtures's 960 training images a trial on the worker is mid-run
          # for several seconds, a wide window to kill it in
          "--set", "epochs=10", "--max-epochs", "10", "--grace-period", "10",
          "--address", cluster.address],

@@ -16,7 +16,7 @@ from tl.core.metrics import average_precision, quadratic_weighted_kappa, split_m
 from tl.core.tasks import MEDMNIST, TASK_METRICS, check_metric, medmnist_file, medmnist_md5, medmnist_url, resolve_task
 from tl.train.trainable import MaskedBCEWithLogits, build_criterion, class_weights
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TWELVE = ("pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
           "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist")
 

@@ -19,7 +19,7 @@ import tl.core.tasks
 from tl.data import load_dataset, resolve_dataset_path
 from tl.core.errors import TLError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _npz_bytes() -> bytes:

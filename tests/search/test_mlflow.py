@@ -11,7 +11,7 @@ import pytest
 
 from tl.core.results import read_params, read_result_rows, trial_dirs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _search(data_dir: Path, storage: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
