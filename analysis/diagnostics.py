@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from tl.core.columns import split_metric
 from tl.core.results import Experiment
 from tl.core.results.rows import curves_by_trial
 
@@ -130,7 +131,8 @@ def diagnose_trials(exp: Experiment, table: pd.DataFrame) -> pd.DataFrame:
     labels = next(iter(exp.predictions.values())).labels if exp.predictions else None
     rate = majority_rate(labels)
     multilabel = labels is not None and np.ndim(labels) == 2
-    score, test_column = ("val_auc", "test_auc") if multilabel else ("val_acc", "test_acc")
+    watched = "auc" if multilabel else "acc"
+    score, test_column = split_metric("val", watched), split_metric("test", watched)
     curves = curves_by_trial(exp.frame)
     empty = exp.frame.iloc[:0]
     rows = []

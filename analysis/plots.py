@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from analysis.classification import RocCurve  # noqa: E402
 from analysis.importance import Importance  # noqa: E402
 from tl.core.calibration import Reliability  # noqa: E402
+from tl.core.columns import TEST_ACC  # noqa: E402
 
 MAX_GROUP_PANELS = 24
 STATUS_COLORS = {"COMPLETED": "tab:green", "STOPPED": "tab:orange", "ERROR": "tab:red",
@@ -93,7 +94,7 @@ def plot_group_curves(frame: pd.DataFrame, groups: Mapping[str, Sequence[str]]) 
 
 
 def plot_accuracy_vs_time(table: pd.DataFrame, val_column: str,
-                          test_column: str = "test_acc") -> Figure:
+                          test_column: str = TEST_ACC) -> Figure:
     """Draw each trial's ``val_column`` (marker shape = status) and, where it has one, its
     ``test_column`` (x) against its wall time; one color per backbone."""
     fig = Figure(figsize=(7.5, 4.5), dpi=DPI, layout="constrained")

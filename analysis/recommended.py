@@ -22,17 +22,16 @@ from tl.core.calibration import (
     reliability, sensitivity_specificity,
 )
 from analysis.classification import finding_table
+from tl.core.columns import BINARY_ONLY, HEADLINE_TEST_METRICS, metric_name, split_metric
 from tl.core.errors import TLError
 from tl.core.finalists import ensemble_figures
 from tl.core.metrics import best_balanced_threshold
 from tl.core.recommend import (
     TOP_K, Recommendation, describe, recommend, recommendation_lines, recommended_predictions,
 )
-from tl.core.results import (EXPLAIN_DIR, GRADCAM_GRID, GRADCAM_RECORD, Experiment, Predictions, dataset_record,
-                             positive_index)
+from tl.core.results import (EXPLAIN_DIR, GRADCAM_GRID, GRADCAM_RECORD, VAL_PREDICTIONS, Experiment, Predictions,
+                             dataset_record, positive_index)
 from tl.core.stats import N_RESAMPLES, SEED, bootstrap_interval
-
-FIGURE_COLUMNS = ("test_acc", "test_auc", "test_sensitivity", "test_specificity")
 
 
 class Calibration(NamedTuple):
@@ -68,7 +67,7 @@ def figures_row(rec: Recommendation, test: Predictions, found: dict) -> pd.DataF
            "n": found["n"]}
     if not np.isnan(rec.val_std):
         row[f"{rec.metric}_std"] = rec.val_std
-    for name in FIGURE_COLUMNS:
+    for name in HEADLINE_TEST_METRICS:
         if name in found:
             row.update({name: found[name], f"{name}_low": found[f"{name}_low"],
                         f"{name}_high": found[f"{name}_high"]})
@@ -104,7 +103,7 @@ def calibration_of(val: Predictions, test: Predictions, target: float = TARGET_S
         pos = point.positive_class
         rows.append({"statistic": f"threshold for val sensitivity >= {target:g}", "value": point.threshold,
                      "low": np.nan, "high": np.nan, "on": "fitted on val"})
-        for k, name in enumerate(("sensitivity", "specificity")):
+        for k, name in enumerate(BINARY_ONLY):  # the order sensitivity_specificity returns them in
             rows.append(_interval_row(f"{name} at that threshold", bootstrap_interval(
                 lambda i, k=k: sensitivity_specificity(scaled[i, pos], test.labels[i], point.threshold, pos)[k],
                 n, **kw), "test"))
@@ -150,7 +149,7 @@ def build_recommended(exp: Experiment, experiment_dir: Path, *, target_sensitivi
         note = ("No temperature or threshold is fitted: one softmax temperature does not apply to independent "
                 "sigmoids, and val has too few positives per finding to fit one per finding.")
     elif val is None:
-        note = ("No calibration or operating point: the recommended trials saved no val_predictions.npz "
+        note = (f"No calibration or operating point: the recommended trials saved no {VAL_PREDICTIONS} "
                 "(searches from before val predictions were saved). Re-run the search to get them.")
     else:
         calibration = calibration_of(val, test, target_sensitivity, positive=positive, **kw)
@@ -203,11 +202,11 @@ def warnings_for(rec: Recommended | None, audits: list, finalists=None) -> list[
     if rec is None:
         return out
     r, figures = rec.recommendation, rec.figures.iloc[0]
-    test_name = r.metric.replace("val_", "test_")
+    test_name = split_metric("test", metric_name(r.metric))
     if test_name in figures and pd.notna(figures[test_name]):
         gap = (r.val - figures[test_name]) if r.mode == "max" else (figures[test_name] - r.val)
         if gap > SHIFT_WARNING:
-            out.append(f"test {test_name.removeprefix('test_')} is {gap:.3f} below val ({figures[test_name]:.3f} vs "
+            out.append(f"test {metric_name(test_name)} is {gap:.3f} below val ({figures[test_name]:.3f} vs "
                        f"{r.val:.3f}): val and test differ (a shift between them, or a val split too like train); "
                        "read the split audit and the diagnostics before trusting val")
     if r.runner_up is not None:
@@ -221,8 +220,8 @@ def warnings_for(rec: Recommended | None, audits: list, finalists=None) -> list[
                        + ("" if finalists is not None else "; tl.search --finalists K compares them over seeds"))
     if finalists is not None and len(finalists.recipes) and finalists.recipes["winner"].iloc[0]:
         # the spread of the figure the search chose by (AUC for a val_auc search), else of accuracy
-        name = "auc" if r.metric == "val_auc" else "acc"
-        std = finalists.recipes[f"test_{name}_std"].iloc[0]
+        name = "auc" if metric_name(r.metric) == "auc" else "acc"
+        std = finalists.recipes[f"{split_metric('test', name)}_std"].iloc[0]
         if pd.notna(std) and std > SEED_SPREAD_WARNING:
             out.append(f"the winner's seeds spread by {std:.3f} (sample std) in test {name.upper() if name == 'auc' else 'accuracy'}: "
                        "one training run of this recipe is that noisy")

@@ -18,10 +18,12 @@ from analysis.diagnostics import precedence_text, thresholds_frame
 from analysis.formatting import format_frame, format_value, markdown_table
 from analysis.report_data import ReportData
 from tl.core.choice import rule_text
+from tl.core.columns import HEADLINE_TEST_METRICS, TEST_ACC, TEST_AUC
 from tl.core.finalists import finalist_lines
 from tl.core.recommend import FINALIST_ENSEMBLE
 from tl.core.results import dataset_record
 from tl.core.stats import CI_LEVEL
+from tl.core.uncertain import space_policy
 
 FIGURES = {
     "curves_top": "Loss and accuracy per epoch of the top trials (train dashed, val solid)",
@@ -39,7 +41,7 @@ FIGURES = {
                "drawn by tl.export",
 }
 TOP_COLUMNS = ["trial", "experiment", "backbone", "freeze", "weights", "lr", "batch_size",
-               "epochs_run", "status", "best_val_acc", "test_acc", "test_auc", "wall_time_s",
+               "epochs_run", "status", "best_val_acc", TEST_ACC, TEST_AUC, "wall_time_s",
                "verdict"]
 
 
@@ -76,7 +78,7 @@ def figures_table(figures: pd.DataFrame) -> pd.DataFrame:
     frame = figures.copy()
     level = f"{int(CI_LEVEL * 100)}% CI"
     renamed = {}
-    for stat in ("test_acc", "test_auc", "test_sensitivity", "test_specificity"):
+    for stat in HEADLINE_TEST_METRICS:
         if stat in frame:
             frame[stat] = [f"{format_value(stat, v)} [{format_value(stat, lo)}, {format_value(stat, hi)}]"
                            for v, lo, hi in zip(frame[stat], frame[f"{stat}_low"], frame[f"{stat}_high"])]
@@ -233,11 +235,11 @@ def _data_section(data: ReportData) -> Section:
             + (f", {labels.get('no_finding')!r} meaning no finding" if labels.get("no_finding") else "")
             + (f"; {table['duplicates']['rows_merged']:,} duplicate rows merged"
                if (table.get("duplicates") or {}).get("rows_merged") else "") + ".")
-        uncertain = (data.experiment.meta.get("space") or {}).get("uncertain")
-        params = ((data.experiment.meta.get("space") or {}).get("params") or {}).get("uncertain")
-        if params or uncertain:
-            paragraphs.append("Uncertain (-1) findings: training " + (f"searched over {params}" if params else
-                              f"policy {uncertain}") + "; val and test leave them out of every metric.")
+        space = data.experiment.meta.get("space") or {}
+        policy = space_policy(space.get("params") or {}, space.get("fixed") or {}, default=space.get("uncertain"))
+        if policy:
+            paragraphs.append("Uncertain (-1) findings: training " + (f"searched over {policy}" if isinstance(
+                policy, list) else f"policy {policy}") + "; val and test leave them out of every metric.")
     groups = split.get("groups")
     if isinstance(groups, dict):
         paragraphs.append(f"Groups (patients) from {groups.get('source')}: " + ", ".join(

@@ -14,6 +14,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from tl.core.choice import rank_trials
+from tl.core.columns import TEST_ACC, tested_mask
 from tl.core.results.rows import GROUP_COLUMNS, KEY_HYPERPARAMETERS
 
 SEED_COLUMN = "seed"
@@ -49,7 +50,7 @@ def best_per_group(table: pd.DataFrame, group_by: Sequence[str], column: str,
         has_value = not pd.isna(best[column])
         row = dict(zip(group_by, keys if isinstance(keys, tuple) else (keys,)))
         row.update(n_trials=len(group), n_completed=int((group["status"] == "COMPLETED").sum()))
-        for c in ("trial", "status", "epochs_run", column, "best_val_acc", "test_acc"):
+        for c in ("trial", "status", "epochs_run", column, "best_val_acc", TEST_ACC):
             row[c] = best[c] if has_value else (np.nan if c != "trial" else "")
         rows.append(row)
     return rank_trials(pd.DataFrame(rows), column, mode)
@@ -72,8 +73,8 @@ def seed_repeats(table: pd.DataFrame, config_columns: Sequence[str],
     if SEED_COLUMN not in config_columns:
         return pd.DataFrame()
     keys = [c for c in config_columns if c != SEED_COLUMN]
-    merged = trials[["trial", *config_columns]].merge(table[["trial", "test_acc"]], on="trial")
-    merged = merged.dropna(subset=["test_acc"])
+    merged = trials[["trial", *config_columns]].merge(table[["trial", TEST_ACC]], on="trial")
+    merged = merged[tested_mask(merged)]
     if merged.empty or not keys:
         return pd.DataFrame()
     # Config values can be NaN or None (a key absent or null, e.g. data_dir without --data-dir);
@@ -87,8 +88,8 @@ def seed_repeats(table: pd.DataFrame, config_columns: Sequence[str],
         row = {c: group[c].iloc[0] for c in shown}
         row.update(n_seeds=int(group[SEED_COLUMN].nunique()),
                    seeds=", ".join(map(str, sorted(group[SEED_COLUMN].unique()))),
-                   test_acc_mean=float(group["test_acc"].mean()),
-                   test_acc_std=float(group["test_acc"].std(ddof=1)),
+                   **{f"{TEST_ACC}_mean": float(group[TEST_ACC].mean()),
+                      f"{TEST_ACC}_std": float(group[TEST_ACC].std(ddof=1))},
                    trials=", ".join(group["trial"]))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -17,7 +17,8 @@ import pytest
 
 from tl.core.errors import TLError
 from tl.data import table as table_module
-from tl.data.label_table import UNCERTAIN_POLICIES, apply_uncertain, read_label_table
+from tl.core.uncertain import UNCERTAIN_POLICIES, apply_uncertain
+from tl.data.label_table import read_label_table
 
 # the README's finding counts for nih_cxr14_1000/Data_Entry_2017.csv
 NIH_COUNTS = {"Effusion": 170, "Infiltration": 162, "Atelectasis": 95, "Cardiomegaly": 83, "Consolidation": 42,

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-TESTED_COLUMN = "test_acc"  # present (not NaN) when the trial ran all its epochs and was tested
+from tl.core.columns import tested_mask
+
 TIE_BREAK = "best_val_loss"
 RULE = ("trials tested at the end of their epochs come first (ASHA-stopped ones were never "
         "tested); then the best {metric} over all epochs ({mode}); ties go to the lower best val "
@@ -22,7 +23,7 @@ def rule_text(metric: str, mode: str) -> str:
 def rank_trials(table: pd.DataFrame, column: str, mode: str) -> pd.DataFrame:
     """Return ``table`` (one row per trial) sorted best-first by the rule of choice.
 
-    Keys in order: rows with a value in ``column`` first; tested rows (``test_acc`` not NaN)
+    Keys in order: rows with a value in ``column`` first; tested rows (``tl.core.columns.tested_mask``)
     before untested ones, when the table says; ``column`` (``mode`` max or min); the lower
     ``best_val_loss`` (val accuracy ties often: it counts images); the ``trial`` id.
 
@@ -33,8 +34,7 @@ def rank_trials(table: pd.DataFrame, column: str, mode: str) -> pd.DataFrame:
     """
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be max or min, got {mode!r}")
-    keyed = table.assign(_no_value=table[column].isna(),
-                         _untested=table[TESTED_COLUMN].isna() if TESTED_COLUMN in table.columns else False)
+    keyed = table.assign(_no_value=table[column].isna(), _untested=~tested_mask(table))
     keys = ["_no_value", "_untested", column]
     if TIE_BREAK in table.columns and column != TIE_BREAK:
         keys.append(TIE_BREAK)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tl.core.choice import rank_recipes, recipe_rule_text
+from tl.core.columns import BINARY_TEST_METRICS, HEADLINE, HEADLINE_TEST_METRICS, TEST_ACC, TEST_AUC, tested_mask
 from tl.core.errors import TLError
 from tl.core.metrics import label_accuracy, split_metrics, task_auc
 from tl.core.results.files import (RECIPE_KEY, SOURCE_KEY, STAGE, STAGE_KEY, Predictions, mean_predictions,
@@ -29,10 +30,9 @@ RECIPE_COLUMNS = ("backbone", "weights", "freeze", "lr", "batch_size", "weight_d
 # The statistics bootstrapped for the seed ensemble, computed by tl.core.metrics.split_metrics (the task
 # follows the shapes: multi-hot labels are multilabel, where test_auc is the mean AUC over findings);
 # sensitivity/specificity (of the dataset's positive class) for two classes only.
-ENSEMBLE_STATS = ("test_acc", "test_auc", "test_sensitivity", "test_specificity")
+ENSEMBLE_STATS = HEADLINE_TEST_METRICS
 
-SHORT_NAMES = {"test_acc": "acc", "test_auc": "AUC", "test_sensitivity": "sensitivity",
-               "test_specificity": "specificity"}
+SHORT_NAMES = {column: name.replace("auc", "AUC") for column, name in zip(HEADLINE_TEST_METRICS, HEADLINE)}
 
 
 
@@ -105,18 +105,18 @@ def recipe_summary(runs: pd.DataFrame, val_column: str, mode: str) -> pd.DataFra
         seed), ``val_loss_mean``, ``test_acc_mean``/``_std``, ``test_auc_mean``/``_std``,
         ``trials``, and ``winner`` (True on the top row when it has a mean).
     """
-    columns = ["recipe_id", "n_seeds", "seeds", "val_mean", "val_std", "val_loss_mean", "test_acc_mean",
-               "test_acc_std", "test_auc_mean", "test_auc_std", "trials", "winner"]
+    over_seeds = [f"{figure}_{stat}" for figure in (TEST_ACC, TEST_AUC) for stat in ("mean", "std")]
+    columns = ["recipe_id", "n_seeds", "seeds", "val_mean", "val_std", "val_loss_mean", *over_seeds, "trials", "winner"]
     rows = []
     for recipe_id, group in runs.groupby("recipe_id", sort=True):
-        done = group.dropna(subset=["test_acc"]).sort_values("seed")
+        done = group[tested_mask(group)].sort_values("seed")
         rows.append({
             "recipe_id": int(recipe_id), "n_seeds": len(done),
             "seeds": ", ".join(str(int(s)) for s in done["seed"]),
             "val_mean": done[val_column].mean(), "val_std": done[val_column].std(ddof=1),
             "val_loss_mean": done["best_val_loss"].mean(),
-            "test_acc_mean": done["test_acc"].mean(), "test_acc_std": done["test_acc"].std(ddof=1),
-            "test_auc_mean": done["test_auc"].mean(), "test_auc_std": done["test_auc"].std(ddof=1),
+            **{f"{figure}_mean": done[figure].mean() for figure in (TEST_ACC, TEST_AUC)},
+            **{f"{figure}_std": done[figure].std(ddof=1) for figure in (TEST_ACC, TEST_AUC)},
             "trials": ", ".join(map(str, done["trial"]))})
     if not rows:
         return pd.DataFrame(columns=columns)
@@ -128,7 +128,7 @@ def recipe_summary(runs: pd.DataFrame, val_column: str, mode: str) -> pd.DataFra
 def finalist_runs(exp: Experiment) -> pd.DataFrame:
     """Return one row per finalist trial: its recipe, seed, status, epochs and val/test figures."""
     table = trial_table(exp)
-    keep = ["trial", "epochs_run", "status", rank_column(exp.meta["metric"]), "best_val_loss", "test_acc", "test_auc"]
+    keep = ["trial", "epochs_run", "status", rank_column(exp.meta["metric"]), "best_val_loss", TEST_ACC, TEST_AUC]
     config = [c for c in (RECIPE_KEY, "seed", SOURCE_KEY, *RECIPE_COLUMNS) if c in exp.trials.columns]
     runs = exp.trials[["trial", *config]].merge(table[[c for c in keep if c in table.columns]], on="trial")
     runs[RECIPE_KEY] = pd.to_numeric(runs[RECIPE_KEY], errors="coerce").astype(int)
@@ -144,13 +144,13 @@ def ensemble_figures(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed:
     """
     out: dict = {"n": len(pred.labels)}
     for name in ENSEMBLE_STATS:
-        if name in ("test_sensitivity", "test_specificity") and (pred.probs.shape[1] != 2 or pred.multilabel):
+        if name in BINARY_TEST_METRICS and (pred.probs.shape[1] != 2 or pred.multilabel):
             continue
         def stat(idx: np.ndarray, name: str = name) -> float:
             probs, labels = pred.probs[idx], pred.labels[idx]
-            if name == "test_acc":  # what split_metrics reports, without its other metrics per resample
+            if name == TEST_ACC:  # what split_metrics reports, without its other metrics per resample
                 return label_accuracy(probs, labels)
-            if name == "test_auc":
+            if name == TEST_AUC:
                 return task_auc(probs, labels, positive)
             return split_metrics(probs, labels, "test", None, positive)[name]
         ci = bootstrap_interval(stat, len(pred.labels), n_resamples=n_resamples, seed=seed)
@@ -160,7 +160,7 @@ def ensemble_figures(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed:
 
 def winner_members(runs: pd.DataFrame, winner: int, predictions: dict[str, Predictions]) -> tuple[str, ...]:
     """The winning recipe's seed trials that ran all their epochs and saved test predictions."""
-    mine = runs[(runs[RECIPE_KEY] == winner) & runs["test_acc"].notna()]
+    mine = runs[(runs[RECIPE_KEY] == winner) & tested_mask(runs)]
     return tuple(t for t in mine["trial"] if t in predictions)
 
 
@@ -224,6 +224,11 @@ def _mean_std(mean: float, std: float, n: int) -> str:
     return f"{mean:.4f}{spread} over {n} seed{'' if n == 1 else 's'}"
 
 
+def _over_seeds(recipe: pd.Series, figure: str) -> str:
+    """``figure``'s mean ± std over a recipe's seeds (``recipe_summary``'s ``<figure>_mean``/``_std``)."""
+    return _mean_std(recipe[f"{figure}_mean"], recipe[f"{figure}_std"], recipe["n_seeds"])
+
+
 def _interval(row: pd.Series, name: str) -> str:
     return f"{row[name]:.4f} [{row[name + '_low']:.4f}, {row[name + '_high']:.4f}]"
 
@@ -239,14 +244,13 @@ def finalist_lines(fin: Finalists) -> list[str]:
         what = " ".join(str(r[c]) for c in ("backbone", "weights", "freeze") if c in r and pd.notna(r[c]))
         lr = f" lr={r['lr']:.3g}" if "lr" in r and pd.notna(r["lr"]) else ""
         lines.append(f"  recipe {r[RECIPE_KEY]} (search trial {r.get(SOURCE_KEY, '?')}: {what}{lr}): "
-                     f"{fin.metric} {_mean_std(r['val_mean'], r['val_std'], r['n_seeds'])}")
+                     f"{fin.metric} {_over_seeds(r, 'val')}")
     if not len(fin.recipes) or not fin.recipes["winner"].iloc[0]:
         return [*lines, "finalist winner: none (no finalist ran all its epochs)"]
     w = fin.recipes.iloc[0]
     # AUC too: for multilabel it is the mean AUC over findings, the figure that says something there
     lines.append(f"finalist winner: recipe {w[RECIPE_KEY]} (best mean {fin.metric}); test acc "
-                 f"{_mean_std(w['test_acc_mean'], w['test_acc_std'], w['n_seeds'])}; test AUC "
-                 f"{_mean_std(w['test_auc_mean'], w['test_auc_std'], w['n_seeds'])}")
+                 f"{_over_seeds(w, TEST_ACC)}; test AUC {_over_seeds(w, TEST_AUC)}")
     if len(fin.ensemble):
         e = fin.ensemble.iloc[0]
         figures = [f"{SHORT_NAMES[name]} {_interval(e, name)}" for name in ENSEMBLE_STATS

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tl.core.tasks import UNCERTAIN
+from tl.core.uncertain import UNCERTAIN
 
 
 def binary_auc(scores: np.ndarray, positive: np.ndarray) -> float:

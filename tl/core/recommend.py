@@ -16,10 +16,11 @@ from typing import NamedTuple
 import pandas as pd
 
 from tl.core.choice import rank_trials
+from tl.core.columns import HEADLINE, HEADLINE_TEST_METRICS, is_tested, split_metric, tested_rows
 from tl.core.errors import TLError
 from tl.core.finalists import ensemble_figures, finalist_runs, recipe_summary, winner_members
 from tl.core.results.files import (
-    RECIPE_KEY, SOURCE_KEY, Predictions, dataset_record, mean_predictions, positive_index,
+    RECIPE_KEY, SOURCE_KEY, TEST_PREDICTIONS, Predictions, dataset_record, mean_predictions, positive_index,
     read_trial_predictions,
 )
 from tl.core.results.load import Experiment, split_stages
@@ -78,12 +79,8 @@ def _val_images(meta: dict) -> int | None:
 def _runner_up(label: str, best: float, other: float, metric: str, mode: str, meta: dict) -> RunnerUp:
     gap = (best - other) if mode == "max" else (other - best)
     n_val = _val_images(meta)
-    images = gap * n_val if metric == "val_acc" and n_val else None
+    images = gap * n_val if metric == split_metric("val", "acc") and n_val else None
     return RunnerUp(label, float(other), float(gap), images)
-
-
-def _tested(table: pd.DataFrame) -> pd.DataFrame:
-    return table[table["test_acc"].notna()].reset_index(drop=True)
 
 
 def recommend(exp: Experiment, *, trial: str | None = None, top_k: int = 1) -> Recommendation:
@@ -102,7 +99,7 @@ def recommend(exp: Experiment, *, trial: str | None = None, top_k: int = 1) -> R
     search, stage = split_stages(exp)
     metric, mode = str(exp.meta["metric"]), str(exp.meta["mode"])
     column = rank_column(metric)
-    table = _tested(rank_trials(trial_table(search), column, mode))
+    table = tested_rows(rank_trials(trial_table(search), column, mode))
     if trial is not None:
         return _asked(exp, trial, metric, mode, column)
     if table.empty and stage is None:
@@ -139,11 +136,11 @@ def recommend(exp: Experiment, *, trial: str | None = None, top_k: int = 1) -> R
 def _asked(exp: Experiment, trial: str, metric: str, mode: str, column: str) -> Recommendation:
     table = trial_table(exp)
     match = table[(table["trial"] == trial) | (table["trial"].str.rsplit("/", n=1).str[-1] == trial)]
-    tested = ", ".join(_tested(rank_trials(table, column, mode))["trial"]) or "none"
+    tested = ", ".join(tested_rows(rank_trials(table, column, mode))["trial"]) or "none"
     if match.empty:
         raise TLError(f"--trial {trial} does not exist; tested trials: {tested}")
     row = match.iloc[0]
-    if pd.isna(row["test_acc"]):
+    if not is_tested(row):
         raise TLError(f"--trial {trial} was not tested (stopped early or failed); tested trials: {tested}")
     members = (str(row["trial"]),)
     return Recommendation(TRIAL_ASKED, members, _dirs(exp, members), _recipe(exp, members[0]), metric, mode,
@@ -181,7 +178,7 @@ def recommended_predictions(rec: Recommendation) -> tuple[Predictions | None, Pr
     for trial, folder in zip(rec.trials, rec.trial_dirs):
         test = read_trial_predictions(folder, "test")
         if test is None:
-            raise TLError(f"trial {trial}: no test_predictions.npz in {folder} or its checkpoints")
+            raise TLError(f"trial {trial}: no {TEST_PREDICTIONS} in {folder} or its checkpoints")
         tests.append(test)
         vals.append(read_trial_predictions(folder, "val"))
     what = f"the recommended {rec.kind} ({', '.join(rec.trials)})"
@@ -230,8 +227,8 @@ def recommendation_lines(exp: Experiment, rec: Recommendation, *, figures: dict 
         except TLError as exc:
             return [*lines, f"  test figures unavailable: {exc}"]
         figures = ensemble_figures(test, n_resamples=n_resamples, seed=seed, positive=positive_index(exp.meta))
-    shown = [f"{name.removeprefix('test_')} {_fmt_interval(figures, name)}"
-             for name in ("test_acc", "test_auc", "test_sensitivity", "test_specificity") if name in figures]
+    shown = [f"{short} {_fmt_interval(figures, name)}"
+             for short, name in zip(HEADLINE, HEADLINE_TEST_METRICS) if name in figures]
     lines.append(f"  expected on new images like the test split ({figures['n']} images, {int(CI_LEVEL * 100)}% "
                  "bootstrap CI): " + ", ".join(shown))
     if rec.runner_up is not None:

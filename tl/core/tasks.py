@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tl.core.columns import split_metric
 from tl.core.errors import TLError
+# A multilabel finding the labeler could not decide (CheXpert's -1): masked out of every metric, and
+# out of the loss unless the trial's ``uncertain`` policy maps it to 0 or 1 (tl.core.uncertain).
+from tl.core.uncertain import UNCERTAIN
 
 TASKS = ("binary", "multiclass", "multilabel", "ordinal")
-# A multilabel finding the labeler could not decide (CheXpert's -1): masked out of every metric, and
-# out of the loss unless the trial's ``uncertain`` policy maps it to 0 or 1 (tl.data.label_table).
-UNCERTAIN = -1
-UNCERTAIN_POLICIES = ("ignore", "zeros", "ones")  # CheXpert's U-Ignore, U-Zeros, U-Ones
 MEDMNIST_SIZES = (28, 64, 128, 224)
 # Zenodo record of MedMNIST v3; TL_MEDMNIST_URL replaces it (a mirror, or a test's local server).
 MEDMNIST_BASE_URL = "https://zenodo.org/records/10519652/files"
@@ -198,7 +198,7 @@ def resolve_task(labels: dict[str, np.ndarray], class_names: list[str], table_ta
 
 def task_val_metrics(kind: str) -> list[str]:
     """The ``val_*`` metrics a task reports (what METRIC may name)."""
-    return [f"val_{m}" for m in TASK_METRICS[kind]]
+    return [split_metric("val", m) for m in TASK_METRICS[kind]]
 
 
 def check_metric(metric: str, kind: str, where: str = "METRIC") -> None:
@@ -208,4 +208,4 @@ def check_metric(metric: str, kind: str, where: str = "METRIC") -> None:
         raise TLError(f"{where}: {metric} is not reported for a {kind} task; choose one of {', '.join(allowed)}")
 
 
-ALL_VAL_METRICS = tuple(sorted({f"val_{m}" for ms in TASK_METRICS.values() for m in ms}))
+ALL_VAL_METRICS = tuple(sorted({split_metric("val", m) for ms in TASK_METRICS.values() for m in ms}))

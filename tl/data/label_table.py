@@ -26,8 +26,8 @@ Labels (``labels``: a list of column names, or one string with commas):
   any case) means "no positive finding", not a class. A blank cell is all zeros, counted as blank.
 - several columns, one finding each (CheXpert): values ``1`` / ``0`` / ``-1`` (uncertain) or blank,
   also ``1.0`` / ``0.0`` / ``-1.0``, ``true`` / ``false``, ``yes`` / ``no`` in any case. Blank is
-  0, as the CheXpert labeler reads it, but counted apart. ``apply_uncertain`` applies a policy to
-  the ``-1`` cells.
+  0, as the CheXpert labeler reads it, but counted apart. The trial's uncertain-label policy
+  (``tl.core.uncertain``) decides what training makes of the ``-1`` cells.
 - ``COLUMN!=VALUE`` or ``COLUMN==VALUE`` alone: binary, for tables that label with a mask or a
   code. SIIM-ACR's ``EncodedPixels!=-1`` gives classes ``["EncodedPixels==-1",
   "EncodedPixels!=-1"]``: index 1 is the positive, i.e. the comparison written. Cells compare as
@@ -61,7 +61,6 @@ from pathlib import Path
 import numpy as np
 
 from tl.core.errors import TLError
-from tl.core.tasks import UNCERTAIN_POLICIES
 from tl.data.formats import has_dicom_magic, has_image_suffix, is_dicom
 
 SPLIT_VALUES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -84,22 +83,6 @@ class LabelTable:
     groups: np.ndarray | None  # object array: patient (or lesion) id per row
     splits: np.ndarray | None  # object array: "train" / "val" / "test" per row
     record: dict  # JSON-able: how the table was read (see read_label_table)
-
-
-def apply_uncertain(labels: np.ndarray, policy: str) -> np.ndarray:
-    """Return a copy of multilabel ``labels`` with the uncertain (-1) cells handled by ``policy``.
-
-    ``ignore`` keeps -1 (the loss and metrics mask it), ``zeros`` makes it 0, ``ones`` makes it 1.
-
-    Raises:
-        TLError: ``policy`` is not one of ``UNCERTAIN_POLICIES``.
-    """
-    if policy not in UNCERTAIN_POLICIES:
-        raise TLError(f"uncertain-label policy must be one of {', '.join(UNCERTAIN_POLICIES)}, got {policy!r}")
-    out = np.array(labels, copy=True)
-    if policy != "ignore":
-        out[out == -1] = 0 if policy == "zeros" else 1
-    return out
 
 
 def read_label_table(path, *, path_column=None, labels=None, no_finding="No Finding", group_column=None,

@@ -19,7 +19,7 @@ import numpy as np
 from tl.core.errors import TLError
 from tl.data.groups import groups_from_regex
 from tl.data.listing import Listing
-from tl.core.tasks import UNCERTAIN_POLICIES
+from tl.core.uncertain import UNCERTAIN_POLICIES
 from tl.data.label_table import read_label_table
 
 TABLE_SUFFIXES = (".csv", ".tsv")

@@ -29,7 +29,7 @@ from tl.search.console import (PREFIX, LiveView, dataset_summary, resume_command
 from tl.search.experiment import Experiment, StopSignals
 from tl.search.finalist_stage import run_finalist_stage
 from tl.search.ranking import print_outcome, ranked_results
-from tl.search.space import SAMPLERS, SearchSpace, apply_overrides, grid_configs, load_space
+from tl.search.space import SAMPLERS, SearchSpace, apply_overrides, grid_configs, load_space, pin_uncertain
 from tl.search.trackers import DEFAULT_MLFLOW, log_chosen_to_mlflow, mlflow_callback, mlflow_uri, require_mlflow
 from tl.search.tuner import init_ray, new_tuner
 from tl.train.trainable import train_transfer
@@ -115,11 +115,7 @@ def _space_from_args(args: argparse.Namespace) -> SearchSpace:
     pinned = any(pin.startswith("seed=") for pin in pins)
     if not pinned and (args.seed is not None or "seed" not in space.params):
         pins.append(f"seed={args.seed or 0}")
-    # The uncertain-label policy: --uncertain, else the file's UNCERTAIN, unless PARAMS searches over it.
-    uncertain = args.uncertain or space.uncertain
-    if uncertain and not any(pin.startswith("uncertain=") for pin in pins):
-        if args.uncertain or "uncertain" not in space.params:
-            pins.append(f"uncertain={uncertain}")
+    space = pin_uncertain(space, args.uncertain)  # before the --set pins: --set uncertain=... beats it
     space = _with_finalist_args(apply_overrides(space, pins), args)
     table = table_options_from_args(args, space.table_options())
     if table is not None:  # every trial (and tl.export) reads the table as the driver did
@@ -158,8 +154,7 @@ def _load_data(space: SearchSpace, args: argparse.Namespace) -> dict:
             arrays.split_fingerprint(split)
     first = next(iter(datasets.values()))
     check_metric(space.metric, first.task, f"{args.space}: METRIC")
-    uncertain = space.params.get("uncertain") or space.fixed.get("uncertain") or "ignore"
-    for line in dataset_summary(first, uncertain):
+    for line in dataset_summary(first, space.uncertain_policy()):
         print(f"{PREFIX} {line}")
     batch_sizes = space.params.get("batch_size", [space.fixed.get("batch_size", 64)])
     if isinstance(batch_sizes, list) and min(batch_sizes) > len(first.labels["train"]):

@@ -11,6 +11,9 @@ from typing import Any, Callable, TextIO
 
 from ray import tune
 
+from tl.core.columns import is_tested
+from tl.core.results import ERROR_FILE
+from tl.core.uncertain import DEFAULT_POLICY
 from tl.search.space import SearchSpace
 
 PREFIX = "[tl.search]"
@@ -79,7 +82,7 @@ def space_summary(space: SearchSpace) -> list[str]:
     return lines
 
 
-def dataset_summary(arrays, uncertain: str | list = "ignore") -> list[str]:
+def dataset_summary(arrays, uncertain: str | list = DEFAULT_POLICY) -> list[str]:
     """The dataset in a few lines: task and classes; for a label table its source, label columns,
     per-finding prevalence per split, uncertain and blank labels with the policy, and the group source.
 
@@ -140,8 +143,8 @@ def _last_error_line(trial) -> str:
     try:
         lines = [ln.strip() for ln in Path(trial.error_file).read_text(errors="replace").splitlines() if ln.strip()]
     except (OSError, TypeError):
-        return "see error.txt in its folder"
-    return lines[-1][:200] if lines else "see error.txt in its folder"
+        lines = []
+    return lines[-1][:200] if lines else f"see {ERROR_FILE} in its folder"
 
 
 class SilentReporter(tune.ProgressReporter):
@@ -221,7 +224,7 @@ class LiveView(tune.Callback):
         last = trial.last_result or {}
         epochs = int(last.get("training_iteration", 0) or 0)
         planned = int(trial.config.get("epochs", epochs) or epochs)
-        tested = "test_acc" in last
+        tested = is_tested(last)
         asha = epochs < planned and not tested
         (self.stopped if asha else self.finished).add(trial.trial_id)
         best = self._best_of.get(trial.trial_id)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tl.core.finalists import finalist_configs, finalist_seeds
-from tl.core.results import FINALIST_DIR, RECIPE_KEY, update_search_meta
+from tl.core.results import ERROR_FILE, FINALIST_DIR, RECIPE_KEY, update_search_meta
 from tl.search.space import points_param_space
 
 PLAN_KEY = "finalists"  # the plan's record in tl_search.json
@@ -107,7 +107,7 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
     done = tuner.fit()
     print(f"\n[tl.search] finalists: {len(done)} trials, {len(done.errors)} errored. Folder: {path}")
     if len(done.errors) == len(done):
-        print("error: every finalist trial errored; see error.txt in their folders", file=sys.stderr)
+        print(f"error: every finalist trial errored; see {ERROR_FILE} in their folders", file=sys.stderr)
         return 1
     return print_finalists(exp_dir)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import sys
 
-from tl.core.columns import HEADLINE_TEST_METRICS, TESTED_COLUMN, is_tested
+from tl.core.columns import HEADLINE_TEST_METRICS, is_tested
+from tl.core.results import ERROR_FILE
 from tl.search.space import SearchSpace
 
 
@@ -45,8 +46,7 @@ def ranked_results(results, metric: str, mode: str) -> list[tuple[str, object, f
         return []
     column = rank_column(metric)
     ranked = rank_trials(pd.DataFrame(rows), column, mode)
-    return [(t, by_trial[t], float(b), bool(pd.notna(a)))
-            for t, b, a in zip(ranked["trial"], ranked[column], ranked[TESTED_COLUMN])]
+    return [(row["trial"], by_trial[row["trial"]], float(row[column]), is_tested(row)) for _, row in ranked.iterrows()]
 
 
 def print_outcome(results, ranked: list, space: SearchSpace, where: str) -> int:
@@ -55,7 +55,7 @@ def print_outcome(results, ranked: list, space: SearchSpace, where: str) -> int:
     print(f"\n[tl.search] {len(results)} trials, {n_err} errored. Experiment folder: {where}")
     if not ranked:
         what = "every trial errored" if n_err == len(results) else f"no trial reported {space.metric}"
-        print(f"error: {what}; see error.txt in the trial folders", file=sys.stderr)
+        print(f"error: {what}; see {ERROR_FILE} in the trial folders", file=sys.stderr)
         return 1
     _, best, best_value, _ = ranked[0]
     shown = {k: best.config[k] for k in ("backbone", "weights", "freeze", "lr", "batch_size", "weight_decay",

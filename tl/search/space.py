@@ -13,10 +13,12 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tl.core.columns import DEFAULT_METRIC, DEFAULT_MODE
 from tl.core.errors import TLError
 from tl.core.finalists import DEFAULT_SEEDS
 from tl.train.models import FREEZE_MODES, get_backbone
-from tl.core.tasks import ALL_VAL_METRICS, TASKS, UNCERTAIN_POLICIES
+from tl.core.tasks import ALL_VAL_METRICS, TASKS
+from tl.core.uncertain import POLICY_KEY, check_policy, space_policy
 from tl.train.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, PRECISIONS, SCHEDULERS, compile_backend
 from tl.train.weights import validate_weights
 
@@ -66,8 +68,8 @@ class SearchSpace:
     freeze: list = field(default_factory=lambda: ["none"])
     params: dict = field(default_factory=dict)
     fixed: dict = field(default_factory=dict)
-    metric: str = "val_acc"
-    mode: str = "max"
+    metric: str = DEFAULT_METRIC
+    mode: str = DEFAULT_MODE
     max_epochs: int = 10
     num_samples: int = 8
     grace_period: int = 1
@@ -88,7 +90,11 @@ class SearchSpace:
     group_column: str | None = None
     split_column: str | None = None
     image_root: str | None = None
-    uncertain: str | None = None
+    uncertain: str | None = None  # the file's UNCERTAIN; what trials use is uncertain_policy()
+
+    def uncertain_policy(self) -> str | list:
+        """The uncertain-label policy the trials train with (a list when PARAMS searches over it)."""
+        return space_policy(self.params, self.fixed)
 
     def table_options(self) -> dict:
         """The file's label-table options (``tl.data.table_source.TableOptions`` keys) it sets."""
@@ -168,8 +174,8 @@ def _check_param(path: str, key: str, value) -> None:
             raise _fail(path, key, f"must be one of {list(CLASS_WEIGHTS)}, got {v!r}")
         if key in ("task", "positive_class"):
             raise _fail(path, key, "set it through TASK / POSITIVE_CLASS, not PARAMS or FIXED")
-        if key == "uncertain" and v not in UNCERTAIN_POLICIES:
-            raise _fail(path, key, f"must be one of {list(UNCERTAIN_POLICIES)}, got {v!r}")
+        if key == POLICY_KEY:
+            check_policy(v, f"{path}: {key}")
         if key == "table":
             raise _fail(path, key, "set a label table's options through LABELS, PATH_COLUMN, GROUP_COLUMN, ...")
         if key == "compile":
@@ -216,8 +222,8 @@ def validate_space(space: SearchSpace) -> None:
         raise _fail(p, "TASK", f"must be one of {', '.join(TASKS)}, got {space.task!r}")
     if space.positive_class is not None and not isinstance(space.positive_class, str):
         raise _fail(p, "POSITIVE_CLASS", f"must be a class name (a string), got {space.positive_class!r}")
-    if space.uncertain is not None and space.uncertain not in UNCERTAIN_POLICIES:
-        raise _fail(p, "UNCERTAIN", f"must be one of {list(UNCERTAIN_POLICIES)}, got {space.uncertain!r}")
+    if space.uncertain is not None:
+        check_policy(space.uncertain, f"{p}: UNCERTAIN")
     if space.mode not in ("max", "min"):
         raise _fail(p, "MODE", f"must be max or min, got {space.mode!r}")
     for key in ("max_epochs", "num_samples", "grace_period"):
@@ -245,6 +251,22 @@ def validate_space(space: SearchSpace) -> None:
             raise _fail(p, key.upper(), f"must be an integer >= 1{' or None' * (key == 'finalists')}, got {value!r}")
     if space.cpus_per_trial <= 0 or space.gpus_per_trial < 0:
         raise _fail(p, "CPUS_PER_TRIAL", "CPUs must be > 0 and GPUs >= 0")
+
+
+def pin_uncertain(space: SearchSpace, flag: str | None) -> SearchSpace:
+    """Pin the uncertain-label policy in FIXED: ``flag`` (``--uncertain``), else the file's UNCERTAIN
+    unless PARAMS searches over it. Apply ``--set`` pins after it, so ``--set uncertain=...`` beats both.
+
+    Raises:
+        TLError: ``flag`` is not a policy.
+    """
+    policy = flag or space.uncertain
+    if not policy or (not flag and POLICY_KEY in space.params):
+        return space
+    space = replace(space, params=dict(space.params), fixed=dict(space.fixed))
+    space.params.pop(POLICY_KEY, None)
+    space.fixed[POLICY_KEY] = check_policy(policy, "--uncertain" if flag else f"{space.path}: UNCERTAIN")
+    return space
 
 
 def apply_overrides(space: SearchSpace, pins: list[str]) -> SearchSpace:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import torch
 
+from tl.core.columns import DEFAULT_METRIC, DEFAULT_MODE
+from tl.core.uncertain import DEFAULT_POLICY, POLICY_KEY
+
 # Every key a trial config may carry, with its default. The search space overrides these.
 DEFAULTS: dict = {
     "dataset": "pneumoniamnist", "data_dir": None, "backbone": "convmodel", "weights": "none",
     "freeze": "none", "freeze_fraction": 0.75, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4,
     "epochs": 5, "image_size": 28, "optimizer": "adamw", "scheduler": "cosine", "augment": True,
-    "label_smoothing": 0.0, "patch_size": 4, "seed": 0, "metric": "val_acc", "mode": "max",
+    "label_smoothing": 0.0, "patch_size": 4, "seed": 0, "metric": DEFAULT_METRIC, "mode": DEFAULT_MODE,
     "fail_at_epoch": 0, "feature_cache": True, "compile": False, "precision": "fp32",
     "channels_last": True,
     # The task (tl.core.tasks): None takes the table's or the inferred one; TASK / POSITIVE_CLASS set them.
@@ -21,8 +24,8 @@ DEFAULTS: dict = {
     # "balanced": inverse-frequency class weights (multilabel: per-finding pos_weight = negatives / positives).
     "class_weight": "none",
     # Label tables (tl.data.table_source.TableOptions as a dict) and what training does with uncertain (-1)
-    # findings: ignore (masked out of the loss), zeros or ones. Val and test always leave them out.
-    "table": None, "uncertain": "ignore",
+    # findings (tl.core.uncertain): ignore (masked out of the loss), zeros or ones. Val and test always leave them out.
+    "table": None, POLICY_KEY: DEFAULT_POLICY,
 }
 
 OPTIMIZERS = {

@@ -23,9 +23,9 @@ from torch import nn
 from tl.train.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, SCHEDULERS, compile_backend
 from tl.core.errors import TLError
 from tl.core.metrics import best_balanced_threshold, sensitivity_specificity, split_metrics
-from tl.core.results import PREDICTION_KEYS, save_predictions
+from tl.core.results import BEST_WEIGHTS_FILE, PREDICTION_KEYS, RESUME_STATE_FILE, save_predictions
+from tl.core.uncertain import POLICY_KEY, apply_uncertain
 from tl.data import DatasetArrays, load_dataset
-from tl.data.label_table import apply_uncertain
 from tl.train.feature_cache import cached_features, identity_batcher
 from tl.train.inference import Batcher, autocast_dtype, batch_correct, predict_logits, to_probs
 from tl.train.models import apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier
@@ -204,7 +204,7 @@ def build_trial(cfg: dict, arrays: DatasetArrays, state_dict: dict | None, devic
     scheduler = SCHEDULERS[cfg["scheduler"]](optimizer, cfg["epochs"])
     train_labels = np.asarray(arrays.labels["train"])
     if task == "multilabel":  # the trial's policy for uncertain (-1) findings; val and test keep them masked
-        train_labels = apply_uncertain(train_labels, cfg["uncertain"])
+        train_labels = apply_uncertain(train_labels, cfg[POLICY_KEY])
     criterion = build_criterion(task, train_labels, arrays.num_classes, cfg["class_weight"],
                                 cfg["label_smoothing"]).to(device)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in normalization(cfg["backbone"], cfg["weights"]))
@@ -240,12 +240,12 @@ def restore_trial(setup: TrialSetup, checkpoint_dir: str | None, device: torch.d
     best = {"score": -math.inf, "epoch": 0, "model": None, "val_probs": None}
     if not checkpoint_dir:
         return 1, best
-    saved = torch.load(Path(checkpoint_dir) / "state.pt", map_location=device, weights_only=True)
+    saved = torch.load(Path(checkpoint_dir) / RESUME_STATE_FILE, map_location=device, weights_only=True)
     setup.model.load_state_dict(saved["model"])
     setup.optimizer.load_state_dict(saved["optimizer"])
     setup.scheduler.load_state_dict(saved["scheduler"])
     best = {"score": saved["best_score"], "epoch": saved["best_epoch"],
-            "model": torch.load(Path(checkpoint_dir) / "best_model.pt", map_location=device, weights_only=True),
+            "model": torch.load(Path(checkpoint_dir) / BEST_WEIGHTS_FILE, map_location=device, weights_only=True),
             "val_probs": saved.get("best_val_probs")}
     return saved["epoch"] + 1, best
 
@@ -328,8 +328,9 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
 
 def save_checkpoint(state: dict, directory: Path) -> None:
     """Write the last state, the best-by-val weights and (at the end) the test and val predictions."""
-    torch.save({k: v for k, v in state.items() if k not in ("best_model", *PREDICTION_KEYS)}, directory / "state.pt")
-    torch.save(state["best_model"], directory / "best_model.pt")
+    torch.save({k: v for k, v in state.items() if k not in ("best_model", *PREDICTION_KEYS)},
+               directory / RESUME_STATE_FILE)
+    torch.save(state["best_model"], directory / BEST_WEIGHTS_FILE)
     save_predictions(state, directory)
 
 
@@ -389,7 +390,9 @@ def release_free_heap() -> None:
 def trial_run_options(metric: str, mode: str, max_failures: int) -> dict:
     """The ``tune.RunConfig`` settings this trainable needs, for the search and the finalist stage
     alike: artifacts synced (the predictions ``_save_beside_trial`` writes reach the trial folder),
-    the last and the best-by-``metric`` checkpoints kept, and ``max_failures`` retries."""
+    one checkpoint kept per trial (the latest: it resumes the trial and holds the best-by-val
+    weights, so a second one would only repeat them), and ``max_failures`` retries. ``metric`` and
+    ``mode`` are the search's; the checkpoint kept does not depend on them."""
     from ray import tune
 
     return {"sync_config": tune.SyncConfig(sync_artifacts=True),

@@ -24,11 +24,12 @@ import torch
 from tl.use.bundle import bundle_meta, load_bundle, save_weights, write_meta
 from tl.train.config import DEFAULTS
 from tl.core.calibration import TARGET_SENSITIVITY, calibration_figures
+from tl.core.columns import HEADLINE_TEST_METRICS
 from tl.core.errors import TLError
 from tl.core.recommend import Recommendation, recommend, recommended_predictions
 from tl.core.results import (
-    EXPLAIN_DIR, GRADCAM_GRID, GRADCAM_RECORD, Predictions, dataset_record, load_experiments, rank_column,
-    read_result_rows, trial_table,
+    BEST_WEIGHTS_FILE, EXPLAIN_DIR, GRADCAM_GRID, GRADCAM_RECORD, PARAMS_FILE, TEST_PREDICTIONS, VAL_PREDICTIONS,
+    Predictions, dataset_record, load_experiments, rank_column, read_result_rows, trial_table,
 )
 from tl.train.models import get_backbone
 from tl.train.weights import normalization
@@ -39,7 +40,7 @@ VERIFY_TOLERANCE = 1e-5  # max |bundle - saved| test probability, on the device 
 # A preprocessing mismatch, what the check is for, moves probabilities far more than this.
 CROSS_DEVICE_TOLERANCE = 1e-2
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "safetensors", "ray", "pydicom", "tl-search")
-PROVENANCE_METRICS = ("best_val_loss", "test_acc", "test_auc", "test_sensitivity", "test_specificity")
+PROVENANCE_METRICS = ("best_val_loss", *HEADLINE_TEST_METRICS)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -63,14 +64,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 def _checkpoint_dir(trial_dir: Path) -> Path:
     """The newest checkpoint holding the tested weights: its best_model.pt is what was tested."""
     found = sorted(p for p in trial_dir.glob("checkpoint_*")
-                   if (p / "best_model.pt").is_file() and (p / "test_predictions.npz").is_file())
+                   if (p / BEST_WEIGHTS_FILE).is_file() and (p / TEST_PREDICTIONS).is_file())
     if not found:
-        raise TLError(f"{trial_dir}: no checkpoint with best_model.pt and test_predictions.npz")
+        raise TLError(f"{trial_dir}: no checkpoint with {BEST_WEIGHTS_FILE} and {TEST_PREDICTIONS}")
     return found[-1]
 
 
 def _config(trial_dir: Path) -> dict:
-    return {**DEFAULTS, **json.loads((trial_dir / "params.json").read_text())}
+    return {**DEFAULTS, **json.loads((trial_dir / PARAMS_FILE).read_text())}
 
 
 def _verify_device(trial_dirs: tuple[Path, ...]) -> tuple[str, str]:
@@ -123,7 +124,7 @@ def _write_members(rec: Recommendation, arrays, folder: Path, load_member_arrays
     for i, (trial, trial_dir) in enumerate(zip(rec.trials, rec.trial_dirs)):
         cfg = _config(trial_dir)
         spec = _member_spec(cfg, trial.rsplit("/", 1)[-1], load_member_arrays(cfg), i)
-        state = torch.load(_checkpoint_dir(trial_dir) / "best_model.pt", map_location="cpu", weights_only=True)
+        state = torch.load(_checkpoint_dir(trial_dir) / BEST_WEIGHTS_FILE, map_location="cpu", weights_only=True)
         spec["sha256"] = save_weights(state, folder / spec["weights_file"])
         members.append(spec)
     if len({m["decode_size"] for m in members}) > 1:
@@ -175,7 +176,7 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
     rec = recommend(exp, trial=trial, top_k=ensemble)
     val, test = recommended_predictions(rec)
     if val is None:
-        raise TLError(f"{rec.trial_dirs[0]}: no val_predictions.npz (trials saved val predictions only from "
+        raise TLError(f"{rec.trial_dirs[0]}: no {VAL_PREDICTIONS} (trials saved val predictions only from "
                       "issue 14 on: re-run the search to calibrate)")
     dataset = dataset_record(exp.meta)
     split_seed = (dataset.get("split") or {}).get("seed")

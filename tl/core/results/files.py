@@ -34,7 +34,8 @@ BEST_WEIGHTS_FILE, RESUME_STATE_FILE = "best_model.pt", "state.pt"
 STATE_GLOB = "experiment_state-*.json"
 # Saved once a trial is tested, from its best-by-val epoch, in the trial folder and its checkpoint.
 PREDICTION_KEYS = ("test_predictions", "val_predictions")
-TEST_PREDICTIONS, VAL_PREDICTIONS = (f"{key}.npz" for key in PREDICTION_KEYS)
+PREDICTION_FILES = {key: f"{key}.npz" for key in PREDICTION_KEYS}
+TEST_PREDICTIONS, VAL_PREDICTIONS = PREDICTION_FILES.values()
 # Files of the chosen trial logged to its MLflow run (what analysis.summarize needs to rebuild its row).
 CHOSEN_ARTIFACTS = (PARAMS_FILE, RESULT_FILE, PROGRESS_FILE, TEST_PREDICTIONS)
 FINALIST_DIR = "finalists"  # the finalist stage's Tuner folder inside the experiment folder
@@ -238,9 +239,9 @@ def read_params(trial_dir: Path) -> dict[str, Any]:
     try:
         params = json.loads((trial_dir / PARAMS_FILE).read_text())
     except (OSError, ValueError) as exc:
-        raise TLError(f"{trial_dir / 'params.json'}: unreadable ({exc})") from exc
+        raise TLError(f"{trial_dir / PARAMS_FILE}: unreadable ({exc})") from exc
     if not isinstance(params, dict):
-        raise TLError(f"{trial_dir / 'params.json'}: not a JSON object")
+        raise TLError(f"{trial_dir / PARAMS_FILE}: not a JSON object")
     return {
         k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
         for k, v in params.items()
@@ -307,7 +308,7 @@ def save_predictions(predictions: dict[str, dict], directory: Path) -> None:
     fingerprints); the trainable calls it for the checkpoint and for the trial folder."""
     for key in PREDICTION_KEYS:
         if key in predictions:
-            np.savez(directory / f"{key}.npz", **predictions[key])
+            np.savez(directory / PREDICTION_FILES[key], **predictions[key])
 
 
 def find_predictions_file(trial_dir: Path, name: str = TEST_PREDICTIONS) -> Path | None:

@@ -14,9 +14,11 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from tl.core.columns import is_tested
 from tl.core.errors import TLError
 from tl.core.results.files import (
-    FINALIST_DIR, RECIPE_KEY, SOURCE_KEY, STAGE, STAGE_KEY, TEST_PREDICTIONS, Predictions, check_experiment_dir,
+    FINALIST_DIR, RECIPE_KEY, RESULT_FILE, SOURCE_KEY, STAGE, STAGE_KEY, TEST_PREDICTIONS, TRIAL_MARKER, Predictions,
+    check_experiment_dir,
     dataset_record, find_predictions_file, read_error, read_params, read_predictions, read_ray_statuses,
     read_results, read_search_meta, trial_dirs,
 )
@@ -83,7 +85,7 @@ def _load_trial(
     results, bad_lines = read_results(trial_dir)
     trial_id = _trial_id(trial_dir, results)
     if bad_lines:
-        notes.append(f"trial {trial_id}: skipped {bad_lines} unreadable line(s) of result.json")
+        notes.append(f"trial {trial_id}: skipped {bad_lines} unreadable line(s) of {RESULT_FILE}")
     error = read_error(trial_dir)
     ray_status = ray_statuses.get(trial_id, ray_statuses.get(trial_dir.name))
     last = results.iloc[-1] if len(results) else pd.Series(dtype=object)
@@ -91,7 +93,7 @@ def _load_trial(
                             errors="coerce").iloc[0]
     status = trial_status(
         failed=error is not None,
-        has_test=bool(pd.notna(last.get("test_acc"))),
+        has_test=is_tested(last),
         epochs_run=len(results),
         planned=float(planned),
         last_done=bool(last.get("done", False) is True or str(last.get("done")) == "True"),
@@ -127,7 +129,7 @@ def _load_one(
     meta, notes = read_search_meta(path)
     dirs = trial_dirs(path)
     if not dirs:
-        raise TLError(f"{path} has no trials yet (no subfolder with params.json)")
+        raise TLError(f"{path} has no trials yet (no subfolder with {TRIAL_MARKER})")
     statuses = read_ray_statuses(path)
     stage_dir = path / FINALIST_DIR  # the finalist stage's own Tuner folder, when there is one
     if stage_dir.is_dir():

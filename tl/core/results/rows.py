@@ -12,12 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from tl.core.columns import BINARY_TEST_METRICS, TEST_ACC, TEST_AUC, is_tested, split_metric
 from tl.core.results.load import STOPPED, UNKNOWN, Experiment
 
 GROUP_COLUMNS = ("backbone", "freeze", "weights")
 KEY_HYPERPARAMETERS = ("lr", "batch_size", "weight_decay", "image_size", "epochs")
-TEST_COLUMNS = ("test_acc", "test_loss", "test_auc", "test_n")
-BINARY_TEST_COLUMNS = ("test_sensitivity", "test_specificity")
+TEST_COLUMNS = (TEST_ACC, split_metric("test", "loss"), TEST_AUC, split_metric("test", "n"))
+BINARY_TEST_COLUMNS = BINARY_TEST_METRICS
 # Reported by some tasks only (tl.core.tasks.TASK_METRICS): shown in Table 1 when the results have them.
 TASK_TEST_COLUMNS = ("test_balanced_acc", "test_balanced_acc_at_val_threshold", "test_map", "test_exact_match",
                      "test_mae", "test_qwk")
@@ -87,7 +88,7 @@ def trial_row(curve: pd.DataFrame, metric: str, mode: str, *, status: str, error
     if test_epoch:  # the trainable reports which epoch's weights it tested as best_epoch
         row["test_epoch"] = _last(curve, "best_epoch")
     row["wall_time_s"] = _last(curve, "time_total_s")
-    acc = row["test_acc"] if not np.isnan(row["test_acc"]) else row["best_val_acc"]
+    acc = row[TEST_ACC] if is_tested(row) else row["best_val_acc"]
     row["acc_per_s"] = acc / row["wall_time_s"] if row["wall_time_s"] > 0 else np.nan
     row["trainable_params"] = _last(curve, "trainable_params")
     row["total_params"] = _last(curve, "total_params")
