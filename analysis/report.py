@@ -97,7 +97,7 @@ def calibration_table(figures: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"statistic": figures["statistic"], f"value [{level}]": cells, "on": figures["on"]})
 
 
-def _recommended_section(data: ReportData) -> Section:
+def recommended_section(data: ReportData) -> Section:
     """The first screen: the model tl.export ships, its expected test figures, the runner-up, the
     warnings that matter and the commands that use it."""
     title = "Recommended model"
@@ -326,7 +326,7 @@ def report_sections(data: ReportData) -> list[Section]:
                 "value reflects a smaller budget)." if not importance.note else importance.note)
     finalists = [_finalists_section(data)] if data.finalists is not None else []
     return [
-        _recommended_section(data),
+        recommended_section(data),
         _calibration_section(data),
         *finalists,
         _overview(data),

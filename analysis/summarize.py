@@ -2,6 +2,10 @@
 
     python -m analysis.summarize [EXPERIMENT_DIR ...] [--out DIR] [--group-by COLS] [--top K]
 
+Experiments on several datasets (different test splits or classes) get one report each, in
+``--out/<dataset>/``, and a top-level report with each dataset's recommended model and the recipe x
+dataset table (``recipes_by_dataset.csv``); nothing ranks trials of two datasets together.
+
 Writes summary.csv (tidy trial x epoch frame; summary.parquet too when pyarrow imports),
 trials.csv, groups.csv, comparisons.csv, chosen.csv, diagnostics.csv (finalists.csv,
 finalist_trials.csv and finalist_ensemble.csv after a finalist stage), PNG figures, summary.md and a
@@ -15,11 +19,12 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
 from analysis import plots
+from analysis.datasets_report import TABLE_FILE, datasets_sections, folder_name
 from analysis.errors import AnalysisError
 from analysis.formatting import format_frame
 from analysis.report import (
@@ -27,6 +32,7 @@ from analysis.report import (
 )
 from analysis.report_data import ReportData, build_report_data
 from analysis.tables import GROUP_COLUMNS, epochs_run_counts
+from tl.core.across import RECIPE_COLUMNS, across_lines, group_by_dataset, recipes_by_dataset
 from tl.core.errors import TLError
 from tl.core.finalists import finalist_lines
 from tl.core.results import newest_experiment
@@ -44,7 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Summarize transfer-learning search results (only reads experiment folders).")
     parser.add_argument("experiments", nargs="*", type=Path, metavar="EXPERIMENT_DIR",
                         help="experiment folder(s); default: the newest under "
-                             f"./{DEFAULT_RESULTS}. Several are merged into one comparison.")
+                             f"./{DEFAULT_RESULTS}. Several on one dataset merge into one comparison; on "
+                             "several datasets, one report each and a recipe x dataset table.")
     group = parser.add_argument_group("output")
     group.add_argument("--out", type=Path, default=None,
                        help=f"output folder (default: <first experiment>/{OUT_SUBDIR}/)")
@@ -195,22 +202,76 @@ def print_summary(data: ReportData, written: Sequence[Path]) -> None:
         print(f"  {path}")
 
 
+def write_datasets_outputs(by_dataset: dict[str, list[Path]], out: Path, *, group_by: list[str] | None,
+                           **report_kw) -> tuple[dict[str, ReportData], pd.DataFrame, list[str], list[Path]]:
+    """Experiments on several datasets: each dataset's own full report in ``out/<dataset>/``, then
+    ``recipes_by_dataset.csv``, ``summary.md`` and ``report.html`` over them in ``out``. Returns (report
+    data per dataset, the recipe x dataset table, the recipe columns, the written paths)."""
+    per_dataset = {label: build_report_data(paths, group_by=group_by, **report_kw)
+                   for label, paths in by_dataset.items()}
+    recipe = list(group_by) if group_by else [c for c in RECIPE_COLUMNS
+                                               if all(c in d.table.columns for d in per_dataset.values())]
+    if not recipe:
+        raise AnalysisError("the datasets' trials share none of backbone, weights, freeze: pass --group-by")
+    table = recipes_by_dataset({label: d.experiment for label, d in per_dataset.items()}, recipe,
+                               **{k: v for k, v in report_kw.items() if k in ("n_resamples", "seed")})
+    written: list[Path] = []
+    for label, data in per_dataset.items():
+        written += write_outputs(data, out / folder_name(label))
+    sections = datasets_sections(per_dataset, table, recipe)
+    title = f"Transfer-learning searches on {len(per_dataset)} datasets: " + ", ".join(per_dataset)
+    try:
+        table.to_csv(out / TABLE_FILE, index=False)
+        (out / "summary.md").write_text(render_markdown(sections, {}, title), encoding="utf-8")
+        (out / "report.html").write_text(render_html(sections, {}, title), encoding="utf-8")
+    except OSError as exc:
+        raise AnalysisError(f"cannot write to {out}: {exc.strerror or exc}") from exc
+    return per_dataset, table, recipe, written + [out / TABLE_FILE, out / "summary.md", out / "report.html"]
+
+
+def print_datasets(per_dataset: dict[str, ReportData], table: pd.DataFrame, recipe: list[str],
+                   written: Sequence[Path]) -> None:
+    """Print each dataset's recommended model and warnings, then the recipes across datasets."""
+    for label, data in per_dataset.items():
+        print(f"== {label} ({len(data.table)} trials, chosen by {data.metric}) ==")
+        rec = data.recommended
+        print("\n".join(rec.lines) if rec is not None else "no tested trial: no recommended model")
+        for warning in data.warnings:
+            print(f"warning: {warning}")
+        print()
+    print("\n".join(across_lines(table, list(per_dataset), recipe)))
+    print("\nWritten:")
+    for path in written:
+        print(f"  {path}")
+
+
+def _run(args: argparse.Namespace) -> tuple[list[str], Callable[[], None]]:
+    """Read, compute and write; return (notes for stderr, what prints the summary)."""
+    paths = list(args.experiments) or [newest_experiment(DEFAULT_RESULTS)]
+    group_by = None
+    if args.group_by is not None:
+        group_by = [c.strip() for c in args.group_by.split(",") if c.strip()]
+        if not group_by:
+            raise AnalysisError("--group-by needs at least one column")
+    if not 0 < args.target_sensitivity <= 1:
+        raise AnalysisError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
+    report_kw = {"top": args.top, "ensemble": args.ensemble, "target_sensitivity": args.target_sensitivity}
+    out = args.out or Path(paths[0]) / OUT_SUBDIR
+    by_dataset = group_by_dataset(paths)
+    if len(by_dataset) > 1:  # one answer per dataset: nothing ranks trials of two datasets together
+        per_dataset, table, recipe, written = write_datasets_outputs(by_dataset, out, group_by=group_by, **report_kw)
+        notes = [f"{label}: {n}" for label, d in per_dataset.items() for n in d.notes]
+        return notes, lambda: print_datasets(per_dataset, table, recipe, written)
+    data = build_report_data(paths, group_by=group_by, **report_kw)
+    written = write_outputs(data, out)
+    return list(data.notes), lambda: print_summary(data, written)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (2 with a one-line error for bad input, as tl.search)."""
     args = get_args_parser().parse_args(argv)
     try:
-        paths = list(args.experiments) or [newest_experiment(DEFAULT_RESULTS)]
-        group_by = None
-        if args.group_by is not None:
-            group_by = [c.strip() for c in args.group_by.split(",") if c.strip()]
-            if not group_by:
-                raise AnalysisError("--group-by needs at least one column")
-        if not 0 < args.target_sensitivity <= 1:
-            raise AnalysisError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
-        data = build_report_data(paths, group_by=group_by, top=args.top, ensemble=args.ensemble,
-                                 target_sensitivity=args.target_sensitivity)
-        out = args.out or Path(paths[0]) / OUT_SUBDIR
-        written = write_outputs(data, out)
+        notes, show = _run(args)
     except TLError as exc:  # AnalysisError is one, and so is the core's
         print(f"error: {exc}", file=sys.stderr)
         return BAD_INPUT
@@ -224,9 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unexpected {type(exc).__name__}{at}: {str(exc).splitlines()[0] if str(exc) else ''} "
               "(a bug; rerun with TL_DEBUG=1 for the traceback and report it)", file=sys.stderr)
         return 1
-    for note in data.notes:
+    for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    print_summary(data, written)
+    show()
     return 0
 
 

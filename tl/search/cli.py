@@ -26,6 +26,7 @@ from tl.data.dataset import check_labels
 from tl.data.table_source import add_table_arguments, table_options_from_args
 from tl.search.console import (PREFIX, LiveView, dataset_summary, resume_command, run_options, set_restored_options,
                                space_summary)
+from tl.search.datasets import datasets_to_search, run_on_datasets
 from tl.search.experiment import Experiment, StopSignals
 from tl.search.finalist_stage import run_finalist_stage
 from tl.search.ranking import print_outcome, ranked_results
@@ -49,8 +50,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed of the sampler and of every trial (default 0; a PARAMS seed "
                                             "list in the file repeats each recipe per seed instead)")
     g = p.add_argument_group("data and weights")
-    g.add_argument("--dataset", help="MedMNIST name, .npz file, ImageFolder root, or a .csv/.tsv label table "
-                                     "(overrides the file)")
+    g.add_argument("--dataset", action="append", help="MedMNIST name, .npz file, ImageFolder root, or a .csv/.tsv "
+                                                       "label table (overrides the file's DATASET/DATASETS); give it "
+                                                       "more than once to search each with the same space")
     g.add_argument("--data-dir", default=os.environ.get("TL_DATA_DIR"), help="where named datasets live (env TL_DATA_DIR)")
     g.add_argument("--offline", action="store_true", help="never download; drop (backbone, weights) pairs that are not cached")
     g.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
@@ -262,7 +264,7 @@ def _tuner(args: argparse.Namespace, p: _Prepared, trainable, callbacks: list):
                      callbacks=callbacks)
 
 
-def _fit(tuner, args: argparse.Namespace, p: _Prepared, live: LiveView, argv: list[str]):
+def _fit(tuner, args: argparse.Namespace, p: _Prepared, live: LiveView, argv: list[str], resume_name: str):
     """Run the Tuner. Returns its results, or exit code 130 when it was interrupted (the state is saved
     and the console says how to ``--resume``)."""
     if args.repeatable:
@@ -272,7 +274,7 @@ def _fit(tuner, args: argparse.Namespace, p: _Prepared, live: LiveView, argv: li
     print(f"{PREFIX} experiment {p.where.name}: {p.space.num_samples} trials; "
           + ("Ray's full output (--verbose)" if args.verbose else f"a status line every {live.interval_s:.0f} s"))
     stop = StopSignals()
-    resume_hint = f"  {resume_command(argv, p.where.name)}"
+    resume_hint = f"  {resume_command(argv, resume_name)}"
     try:
         results = tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its last save
@@ -303,8 +305,11 @@ def _console_callbacks(args: argparse.Namespace, p: _Prepared) -> tuple[LiveView
     return live, ([] if args.verbose else [live]) + trackers, trackers
 
 
-def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    """The search, phase by phase (see the module's docstring). Returns the exit code."""
+def run_search(args: argparse.Namespace, argv: list[str] | None = None, resume_name: str | None = None) -> int:
+    """The search, phase by phase (see the module's docstring). Returns the exit code.
+
+    ``resume_name``: the ``--name`` that ``--resume`` takes (a several-dataset search's, whose datasets
+    are experiments inside it); default this experiment's."""
     argv = argv if argv is not None else sys.argv[1:]
     p = _check_inputs(args)
     # Ray before the pixels: the decode store's chunks are Ray tasks on every core (every node with --address).
@@ -314,7 +319,7 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     live, callbacks, trackers = _console_callbacks(args, p)
     if not args.resume:
         _start_experiment(args, p, next(iter(datasets.values())), audit, audit_pairs)
-    results = _fit(_tuner(args, p, trainable, callbacks), args, p, live, argv)
+    results = _fit(_tuner(args, p, trainable, callbacks), args, p, live, argv, resume_name or p.where.name)
     if isinstance(results, int):
         return results
     ranked = ranked_results(results, p.space.metric, p.space.mode)  # once: printed, finalists
@@ -358,10 +363,22 @@ def _print_recommendation(where: Experiment, tracking_uri: str | None, n_runs: i
                   f"-r {run_ids[0]} -a report")
 
 
+def _check_dataset(args: argparse.Namespace) -> None:
+    """One dataset's labels against its task and METRIC, without Ray (before a several-dataset search)."""
+    space = _space_from_args(args)
+    task = check_labels(space.dataset, args.data_dir, offline=args.offline, groups=space.groups, task=space.task,
+                        positive_class=space.positive_class, table=space.fixed.get("table"))
+    check_metric(space.metric, task.kind, f"{args.space}: METRIC ({space.dataset})")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = get_args_parser().parse_args(argv)
     try:
+        datasets = datasets_to_search(args)
+        if len(datasets) > 1:
+            return run_on_datasets(args, argv, datasets, check=_check_dataset, run=run_search)
+        args.dataset = datasets[0]
         return run_search(args, argv)
     except TLError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -54,6 +54,8 @@ SPACE_KEYS = {
     "SPLIT_COLUMN": "label table: the official split per row (train/val/valid/test)",
     "IMAGE_ROOT": "label table: where images are looked up by name or stem (default: the table's folder)",
     "UNCERTAIN": "uncertain (-1) findings in training: ignore, zeros or ones; or search it: PARAMS['uncertain']",
+    "DATASETS": "several datasets (names or paths) searched with this same space, one experiment each "
+                "under a common folder; instead of DATASET",
 }
 DISTRIBUTIONS = ("loguniform", "uniform", "int")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
@@ -64,6 +66,7 @@ VAL_METRICS = ALL_VAL_METRICS  # which of them a dataset reports is checked once
 class SearchSpace:
     path: str
     dataset: str = "pneumoniamnist"
+    datasets: list = field(default_factory=list)  # DATASETS: one search per dataset (tl.search.datasets)
     backbones: dict = field(default_factory=lambda: {"convmodel": ["none"]})
     freeze: list = field(default_factory=lambda: ["none"])
     params: dict = field(default_factory=dict)
@@ -138,6 +141,8 @@ def load_space(path: str | Path) -> SearchSpace:
     unknown = sorted(set(constants) - set(SPACE_KEYS))
     if unknown:
         raise _fail(str(path), unknown[0], f"unknown key; allowed: {', '.join(SPACE_KEYS)}")
+    if "DATASET" in constants and constants.get("DATASETS"):
+        raise _fail(str(path), "DATASETS", "set DATASET (one dataset) or DATASETS (several), not both")
     space = SearchSpace(str(path), **{k.lower(): v for k, v in constants.items()})
     validate_space(space)
     return space
@@ -212,6 +217,8 @@ def validate_space(space: SearchSpace) -> None:
                 validate_weights(backbone, w)
             except TLError as exc:
                 raise _fail(p, "BACKBONES", str(exc)) from None
+    if not isinstance(space.datasets, list) or not all(isinstance(d, str) and d for d in space.datasets):
+        raise _fail(p, "DATASETS", f"must be a list of dataset names or paths, got {space.datasets!r}")
     if not space.freeze or any(f not in FREEZE_MODES for f in space.freeze):
         raise _fail(p, "FREEZE", f"must be a non-empty list from {FREEZE_MODES}, got {space.freeze!r}")
     for key, value in {**space.params, **space.fixed}.items():

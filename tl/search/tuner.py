@@ -38,7 +38,12 @@ def quiet_ray() -> None:
 
 
 def init_ray(address: str | None, verbose: bool = False) -> None:
+    """Start a local Ray, or join ``address``; nothing when this process already runs Ray (the next
+    dataset of a several-dataset search)."""
     import ray
+
+    if ray.is_initialized():
+        return
 
     if address:
         probe_address(address)
