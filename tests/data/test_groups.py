@@ -2,6 +2,7 @@
 its place in the decode cache's key."""
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from tl.data import load_dataset, load_image_folder, load_npz_splits
 from tl.core.errors import TLError
-from tl.data.carve import group_split
+from tl.data.carve import group_split, strata_for_folds
 from tl.data.groups import KERMANY_REGEX, group_overlap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,11 +73,61 @@ def test_group_split_is_disjoint_stratified_and_seeded():
     assert np.array_equal(carved, again) and not np.array_equal(carved, other), "seeded"
 
 
-def test_too_few_groups_to_stratify_fails():
+def test_a_class_thinner_than_the_folds_is_carved_not_refused():
+    """Issue 25: only fewer groups than folds refuses; a class held by one patient is carved by group alone."""
     labels = np.array([0] * 20 + [1] * 20)
     groups = np.array(["a"] * 20 + [f"p{i}" for i in range(20)], dtype=object)  # class 0: one patient
-    with pytest.raises(TLError, match="class 0 has 1 groups, need at least 10"):
-        group_split(labels, groups, 0.1, seed=0)
+    key, note = strata_for_folds(labels, groups, 10, {0: "NORMAL", 1: "PNEUMONIA"})
+    assert "NORMAL" in note and "not stratified" in note, note  # the pool of one patient joins class 1
+    kept, carved = group_split(key, groups, 0.1, seed=0)
+    assert not set(groups[kept]) & set(groups[carved]) and len(kept) + len(carved) == 40
+    with pytest.raises(TLError, match="too few groups to carve 10% by group: 5 groups, need at least 10"):
+        group_split(labels[:5], np.array([f"p{i}" for i in range(5)], dtype=object), 0.1, seed=0)
+
+
+def test_thin_strata_pool_and_a_thick_pool_stays_stratified():
+    groups = np.array([f"p{i // 2}" for i in range(200)], dtype=object)  # 100 patients, 2 images each
+    key = np.zeros(200, dtype=int)
+    key[:20], key[20:28], key[28:34] = 1, 2, 3  # 10, 4 and 3 patients: 2 and 3 are thin for 5 folds
+    pooled, note = strata_for_folds(key, groups, 5)
+    assert set(np.unique(pooled)) == {0, 1, 4} and (pooled[20:34] == 4).all(), np.unique(pooled)
+    assert note.startswith("14 images of 2 strata held by fewer than 5 patients (2, 3) carved as one pooled"), note
+    same, none = strata_for_folds(key, groups, 3)
+    assert none == "" and np.array_equal(same, key), "nothing thin: nothing changes"
+
+
+def test_chexpert_layout_with_thin_findings_carves_by_patient(tmp_path: Path, small_data_dir: Path):
+    """Issue 25's table: CheXpert's layout (the patient in the path), five finding columns with 1, 0, -1
+    and blanks, few patients, findings held by one or two of them. Grouped, it carves (it used to stop
+    with 'too few groups to stratify a 15% carve'), disjoint by patient, and says what it pooled."""
+    sources = sorted((small_data_dir / "nih_cxr14_small" / "images").glob("*.png"))
+    findings = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+    release = tmp_path / "CheXpert-v1.0-small"
+    rows = []
+    for i in range(80):  # 40 patients x 2 studies
+        patient = i // 2
+        rel = f"train/patient{patient:05d}/study{i % 2 + 1}/view1_frontal.png"
+        (release / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sources[i % len(sources)], release / rel)
+        values = ["" if (i + k) % 3 else "0.0" for k in range(5)]
+        values[4] = "1.0" if patient % 2 else ("-1.0" if patient % 5 == 0 else "0.0")  # common, some uncertain
+        values[0] = "1.0" if patient % 4 == 1 else values[0]
+        values[2] = "1.0" if patient == 7 else values[2]  # one patient
+        values[3] = "1.0" if patient in (3, 11) else values[3]  # two patients
+        rows.append([f"CheXpert-v1.0-small/{rel}", "Female", "60", "Frontal", "AP", *values])
+    table = release / "train.csv"
+    with open(table, "w", newline="") as f:
+        csv.writer(f).writerows([["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *findings], *rows])
+
+    arrays = load_dataset(str(table), 16, groups=r"(patient\d+)", table={"labels": findings}, use_cache=False)
+
+    assert arrays.task == "multilabel" and sum(len(arrays.labels[s]) for s in ("train", "val", "test")) == 80
+    by_split = {s: {re.search(r"patient\d+", n).group(0) for n in arrays.names[s]} for s in ("train", "val", "test")}
+    assert not by_split["train"] & by_split["val"] and not by_split["train"] & by_split["test"] \
+        and not by_split["val"] & by_split["test"], "a patient in two splits"
+    notes = [c.get("strata_note", "") for c in arrays.split_record["carved"].values()]
+    assert any("Consolidation" in n and "Edema" in n for n in notes), notes
+    assert (arrays.labels["train"] == -1).any(), "uncertain labels are kept for the policy to apply"
 
 
 def test_regex_without_capture_group_or_matching_nothing_fails_naming_a_file(kermany_subset: Path):

@@ -5,6 +5,8 @@ the caller decodes. The grouped carve is ``StratifiedGroupKFold``: one fold is t
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from tl.core.errors import TLError
@@ -36,8 +38,8 @@ def group_split(labels: np.ndarray, groups: np.ndarray, fraction: float,
         (kept indices, carved indices), each sorted.
 
     Raises:
-        TLError: fewer groups than folds, or a class with fewer groups than folds (it could not
-            appear on both sides).
+        TLError: fewer groups than folds. A stratum with fewer groups than folds is carved, unevenly:
+            ``strata_for_folds`` pools such strata first.
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -46,13 +48,10 @@ def group_split(labels: np.ndarray, groups: np.ndarray, fraction: float,
     if n_groups < n_splits:
         raise TLError(f"too few groups to carve {fraction:.0%} by group: {n_groups} groups, "
                       f"need at least {n_splits}")
-    for cls in np.unique(labels):
-        k = len(set(groups[labels == cls]))
-        if k < n_splits:
-            raise TLError(f"too few groups to stratify a {fraction:.0%} carve: class {cls} has "
-                          f"{k} groups, need at least {n_splits}")
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    kept, carved = next(folds.split(np.zeros(len(labels)), labels, groups))
+    with warnings.catch_warnings():  # a stratum thinner than the folds (strata_for_folds pools them) is fine
+        warnings.simplefilter("ignore", UserWarning)
+        kept, carved = next(folds.split(np.zeros(len(labels)), labels, groups))
     return np.sort(kept), np.sort(carved)
 
 
@@ -68,15 +67,37 @@ def stratify_key(labels: np.ndarray) -> np.ndarray:
     return np.where(positive.any(1), np.argmin(ranked, axis=1), labels.shape[1])
 
 
-def pool_thin_strata(key: np.ndarray, groups: np.ndarray, folds: int) -> np.ndarray:
-    """Findings' strata held by fewer patients than the carve has folds join one pooled stratum: a
-    rare finding (NIH's hernia: 9 images) cannot be spread over every fold, and need not stop the carve."""
+def strata_for_folds(key: np.ndarray, groups: np.ndarray, folds: int,
+                     names: dict | None = None) -> tuple[np.ndarray, str]:
+    """Strata a grouped carve into ``folds`` folds can keep: each held by at least ``folds`` groups.
+
+    A stratum held by fewer patients than there are folds cannot be spread over every fold (NIH's
+    hernia: 9 images; a CheXpert-style table's rare finding), and need not stop the carve: such
+    strata join one pooled stratum, and when the pool itself is that thin it joins the largest
+    stratum, so those images are carved by group alone. Only fewer groups than folds refuses
+    (``group_split``).
+
+    Returns:
+        (the strata to carve by, a one-line note of what was pooled; "" when nothing was).
+    """
     key = np.asarray(key).copy()
-    pooled = key.max() + 1
-    for stratum in np.unique(key):
-        if len(set(groups[key == stratum])) < folds:
-            key[key == stratum] = pooled
-    return key
+    strata, counts = np.unique(key, return_counts=True)
+    thin = [s for s in strata if len(set(groups[key == s])) < folds]
+    if not thin:
+        return key, ""
+    label = (lambda s: str(names.get(int(s), s))) if names else str
+    mask = np.isin(key, thin)
+    pool = int(key.max()) + 1
+    key[mask] = pool
+    note = (f"{int(mask.sum()):,} images of {len(thin)} strata held by fewer than {folds} patients "
+            f"({', '.join(label(s) for s in thin)}) carved as one pooled stratum")
+    if len(set(groups[mask])) < folds and (~mask).any():
+        rest, rest_counts = np.unique(key[~mask], return_counts=True)
+        largest = rest[np.argmax(rest_counts)]
+        key[mask] = largest
+        note = note.replace("as one pooled stratum", f"with {label(largest)}, the largest stratum (the pool "
+                                                      f"had {len(set(groups[mask]))} patients): not stratified")
+    return key, note
 
 
 def carve_splits(listing, seed: int, val_fraction: float, test_fraction: float) -> tuple[dict, dict, dict, dict]:
@@ -86,13 +107,14 @@ def carve_splits(listing, seed: int, val_fraction: float, test_fraction: float) 
     labels = dict(listing.labels)
     groups = dict(listing.groups or {})
     carved_record = {}
+    findings = np.ndim(labels["train"]) == 2  # strata of findings: the rarest positive one, or none (K)
+    names = {**dict(enumerate(listing.class_names)), **({len(listing.class_names): "no finding"} if findings else {})}
     for split, fraction in (("test", test_fraction), ("val", val_fraction)):
         if split in files:
             continue
-        key = stratify_key(labels["train"])
-        if "train" in groups and np.ndim(labels["train"]) == 2:
-            key = pool_thin_strata(key, groups["train"], max(2, int(round(1 / fraction))))
+        key, note = stratify_key(labels["train"]), ""
         if "train" in groups:
+            key, note = strata_for_folds(key, groups["train"], max(2, int(round(1 / fraction))), names)
             kept, carved = group_split(key, groups["train"], fraction, seed)
             groups[split], groups["train"] = groups["train"][carved], groups["train"][kept]
         else:
@@ -104,4 +126,6 @@ def carve_splits(listing, seed: int, val_fraction: float, test_fraction: float) 
         carved_record[split] = {"fraction": fraction, "from": "train", "n": len(carved),
                                 "by": "label and group" if "train" in groups else "label",
                                 "files": [relative_name(p, listing.root) for p in files[split]]}
+        if note:
+            carved_record[split]["strata_note"] = note
     return files, labels, groups, carved_record

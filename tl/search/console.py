@@ -116,6 +116,9 @@ def dataset_summary(arrays, uncertain: str | list = DEFAULT_POLICY) -> list[str]
         if any(counts[s][n]["uncertain"] for s in counts for n in arrays.class_names):
             policy = "searched over " + ", ".join(uncertain) if isinstance(uncertain, list) else uncertain
             lines.append(f"uncertain (-1) findings in training: {policy}; val and test leave them out of every metric")
+    for split, carved in (record.get("carved") or {}).items():
+        if carved.get("strata_note"):
+            lines.append(f"carving {split}: {carved['strata_note']}")
     groups = record.get("groups")
     if groups:
         lines.append(f"groups: {groups.get('source', '?')}, "
