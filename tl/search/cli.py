@@ -29,6 +29,7 @@ from tl.search.console import (PREFIX, LiveView, dataset_summary, resume_command
 from tl.search.datasets import datasets_to_search, run_on_datasets
 from tl.search.experiment import Experiment, StopSignals
 from tl.search.finalist_stage import run_finalist_stage
+from tl.search.nodes import check_cluster_paths
 from tl.search.ranking import print_outcome, ranked_results
 from tl.search.space import SAMPLERS, SearchSpace, apply_overrides, grid_configs, load_space, pin_uncertain
 from tl.search.trackers import DEFAULT_MLFLOW, log_chosen_to_mlflow, mlflow_callback, mlflow_uri, require_mlflow
@@ -314,6 +315,7 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None, resume_n
     p = _check_inputs(args)
     # Ray before the pixels: the decode store's chunks are Ray tasks on every core (every node with --address).
     init_ray(args.address, args.verbose)
+    check_cluster_paths(args, p.space, p.where.storage)  # on a cluster: every node sees --storage and the data
     datasets, audit, audit_pairs = _decode_and_audit(p.space, args)
     trainable = _shared_trainable(p.space, datasets, p.weights)
     live, callbacks, trackers = _console_callbacks(args, p)
