@@ -1,6 +1,7 @@
 """A hundred thousand images: the decode store, the audit and the search's start at N images.
 
     python -m benchmarks.scale --n 10000 [--work /tmp/tl_scale] [--size 128] [--json out.json]
+        [--scheduler tasks|ray-data] [--decode-only]
 
 Builds N distinct grey images from the real ones in --data-dir (Kermany's chest X-ray JPEGs and the
 SIIM DICOMs): each a random crop (85-100 %), a small rotation (+-4 deg), a gamma and contrast change
@@ -12,7 +13,10 @@ and reused by later runs. Then, side by side:
 - decode: images/s of a single-process ``decode_image`` loop (today's path) over up to
   --loop-sample of the files, against the decode store (``tl.data.store``: chunks in a process pool)
   over all N, cold, in a fresh process; its peak RSS against the decoded size, the store's size on
-  disk; the store on the same files with 1 and with all workers (scaling with cores);
+  disk; the store on the same files with 1 and with all workers (scaling with cores); the store over
+  all N in a Ray driver (Ray started first, as in a search), where chunks are Ray tasks or, with
+  ``--scheduler ray-data`` (``TL_DECODE_SCHEDULER``, inherited by every child), Ray Data's
+  ``map``, which then also replaces the process pool (starting a local Ray inside the timed rows);
 - a second load with another seed: time to arrays, chunks decoded (must be 0);
 - the split audit (``audit_splits``) against the all-pairs reference (``near_pairs_all_pairs``, on a
   slice of rows above --slice-pairs comparisons and scaled up, as benchmarks.audit_speed does);
@@ -195,7 +199,7 @@ LOAD_CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
 from tl.data import load_dataset
-import tl.data.store as store
+from pathlib import Path
 imported = time.perf_counter() - t0
 base_rss = int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) * 1024
 t0 = time.perf_counter()
@@ -209,10 +213,10 @@ t0 = time.perf_counter()
 from tl.data.audit import audit_splits
 record, _ = audit_splits(arrays.images, names=arrays.names)
 audit_s = time.perf_counter() - t0
-chunks = len(list(store.Path(arrays.images['train'].filename).parents[2].glob('chunks-*/*.json')))
+chunks = len(list(Path(arrays.images['train'].filename).parents[2].glob('chunks-*/*.json')))
 print(json.dumps({'load_s': load_s, 'load_cpu_s': load_cpu, 'audit_s': audit_s, 'import_s': imported, 'decoded_bytes': sum(decoded.values()),
                   'channels': arrays.channels, 'n': sum(len(v) for v in arrays.labels.values()),
-                  'store': str(store.Path(arrays.images['train'].filename).parents[2]), 'chunks': chunks,
+                  'store': str(Path(arrays.images['train'].filename).parents[2]), 'chunks': chunks,
                   'base_rss': base_rss, 'load_peak_rss': load_peak,
                   'peak_rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   'near': record['near_duplicates'], 'exact': record['exact_duplicates']}))
@@ -228,6 +232,32 @@ def load_in_child(root: Path, size: int, seed: int, cache: Path) -> dict:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["images_decoded"] = int(decoded.group(1).replace(",", "")) if decoded else 0
     return result
+
+
+DRIVER_CHILD = """
+import json, sys, time
+from pathlib import Path
+import ray
+ray.init(num_cpus=int(sys.argv[4]), include_dashboard=False, log_to_driver=False)
+from tl.data.store import store_splits
+files = [Path(line) for line in Path(sys.argv[1]).read_text().splitlines()]
+t0 = time.perf_counter()
+out = store_splits({"train": files, "val": [], "test": []}, Path(sys.argv[2]), int(sys.argv[3]), cache=Path(sys.argv[5]),
+                   progress=False)
+print(json.dumps({"seconds": time.perf_counter() - t0, "chunks": len(out.decoded)}))
+"""
+
+
+def driver_rate(files: list[Path], root: Path, size: int, cache: Path, cpus: int) -> float:
+    """Images/s of the store decoding ``files`` cold in a fresh Ray driver (Ray's start not timed): the
+    search's path, Ray tasks or Ray Data as ``TL_DECODE_SCHEDULER`` says."""
+    listing = cache.with_suffix(".files")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("\n".join(map(str, files)))
+    warm(files)
+    out = subprocess.run([sys.executable, "-c", DRIVER_CHILD, str(listing), str(root), str(size), str(cpus), str(cache)],
+                         capture_output=True, text=True, check=True)
+    return len(files) / json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def dir_bytes(path: Path) -> int:
@@ -372,8 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slice-pairs", type=float, default=2e8, help="comparisons above which all pairs is sliced")
     p.add_argument("--budget-s", type=float, default=120, help="the first search's --time-budget-s")
     p.add_argument("--skip-search", action="store_true")
+    p.add_argument("--scheduler", choices=["tasks", "ray-data"], default="tasks",
+                   help="TL_DECODE_SCHEDULER for every decode of the run: Ray tasks (or the process pool "
+                        "outside Ray) as shipped, or Ray Data's map")
+    p.add_argument("--decode-only", action="store_true", help="stop after the decode table")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    os.environ["TL_DECODE_SCHEDULER"] = args.scheduler
     from tl.data.store import local_cpus
 
     n, size, cpus = args.n, args.size, local_cpus()
@@ -382,9 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = work / f"run-{dt.datetime.now():%H%M%S}"
     run_dir.mkdir(parents=True)
     result: dict = {"benchmark": "scale", "n": n, "size": size, "cpus": cpus, "date": dt.date.today().isoformat(),
-                    "load_avg_start": os.getloadavg()[0]}
+                    "load_avg_start": os.getloadavg()[0], "scheduler": args.scheduler}
 
-    print(f"benchmarks.scale: N = {n:,} images of 256-320 px -> {size} px grey, {cpus} cores; work in {work}")
+    print(f"benchmarks.scale: N = {n:,} images of 256-320 px -> {size} px grey, {cpus} cores; work in {work}; "
+          f"load average {result['load_avg_start']:.1f} at the start")
     gen_s = generate(args.data_dir.resolve(), root, n, cpus)
     files = image_files(root)
     result["generate_s"] = gen_s
@@ -394,22 +430,29 @@ def main(argv: list[str] | None = None) -> int:
     loop_ips, loop_cpu = single_process_loop(sample, size)
     small = files[::max(1, len(files) // args.scaling_sample)][:args.scaling_sample]
     scaling = {w: store_rate(small, root, size, run_dir / f"scaling-{w}", w) for w in sorted({1, cpus})}
+    driver_ips = driver_rate(files, root, size, run_dir / "cache-driver", cpus)
     cold = load_in_child(root, size, 0, run_dir / "cache-load")
     store_ips = cold["images_decoded"] / max(cold["load_s"], 1e-9)
     warm = load_in_child(root, size, 1, run_dir / "cache-load")
     cache_bytes = dir_bytes(Path(cold["store"]))
     store_cpu = cold["load_cpu_s"] / max(1, cold["images_decoded"])
     result.update({"loop_images_per_s": loop_ips, "loop_cpu_per_image": loop_cpu, "store_cpu_per_image": store_cpu,
-                   "loop_files": len(sample), "scaling": scaling,
+                   "loop_files": len(sample), "scaling": scaling, "driver_images_per_s": driver_ips,
                    "cold_load": cold, "warm_load": warm, "store_images_per_s": store_ips, "cache_bytes": cache_bytes})
-    print(f"\ndecode, {size} px (load average {os.getloadavg()[0]:.1f})     images/s   vs loop   CPU ms/image")
+    print(f"\ndecode, {size} px (load average {os.getloadavg()[0]:.1f}; TL_DECODE_SCHEDULER={args.scheduler})"
+          "     images/s   vs loop   CPU ms/image")
     print(f"  single-process loop ({len(sample):,} files)  {loop_ips:9.0f}     1.00x   {loop_cpu * 1e3:8.2f}")
     for w, (ips, c) in scaling.items():
         print(f"  store, {w} worker{'s' if w > 1 else ' '} ({len(small):,} files)     {ips:9.0f}  {ips / loop_ips:8.2f}x   {c * 1e3:8.2f}")
     print(f"  store, auto ({cpus} cores), all {cold['images_decoded']:,}  {store_ips:9.0f}  {store_ips / loop_ips:8.2f}x   "
           f"{store_cpu * 1e3:8.2f}   (target >= 1.8x; load {cold['load_s']:.1f} s)")
-    print(f"  on {cpus} idle cores the store's CPU per image would give {cpus * loop_cpu / store_cpu:.2f}x the loop "
-          "(an estimate: the cores were shared with other jobs)")
+    print(f"  store in a Ray driver, all {len(files):,}    {driver_ips:9.0f}  {driver_ips / loop_ips:8.2f}x   "
+          f"           ({'Ray Data map' if args.scheduler == 'ray-data' else 'Ray tasks'}; Ray started before the clock)")
+    if args.scheduler == "ray-data":  # Ray's workers are not this process's children: their CPU is not counted
+        print("  (CPU ms/image of the Ray Data rows leaves out Ray's worker processes: not comparable)")
+    else:
+        print(f"  on {cpus} idle cores the store's CPU per image would give {cpus * loop_cpu / store_cpu:.2f}x the loop "
+              "(an estimate: the cores were shared with other jobs)")
     print(f"  decoded size {gb(cold['decoded_bytes'])} ({cold['n']:,} images, {cold['channels']} channel); store on disk "
           f"{gb(cache_bytes)} (chunks + 2 carves) at {cold['store']}")
     print(f"  loader peak RSS {gb(cold['load_peak_rss'])} = {cold['load_peak_rss'] / cold['decoded_bytes']:.2f}x decoded "
@@ -417,6 +460,12 @@ def main(argv: list[str] | None = None) -> int:
           "(torch imported)")
     print(f"  another seed: {warm['images_decoded']} images decoded, arrays in {warm['load_s']:.1f} s "
           f"(+ {warm['import_s']:.1f} s imports); audit {warm['audit_s']:.1f} s")
+    if args.decode_only:
+        result["load_avg_end"] = os.getloadavg()[0]
+        print(f"load average at the end {result['load_avg_end']:.1f}")
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1, default=str))
+        return 0
 
     from tl.data import load_dataset
 
@@ -446,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         decoded = cold["decoded_bytes"]
         print(f"\npython -m tl.search ({space.name}: ConvModel, 1 epoch, 4 trials at 0.5 CPU), cold cache:")
         print(f"  command -> first trial {first['first_trial_s'] or float('nan'):.0f} s (decode {first['decode_s']:.0f} s "
-              f"of {first['images_decoded']:,} images as Ray tasks, audit {first['audit_s']} s; target <= 600 s at 100,000)")
+              f"of {first['images_decoded']:,} images as {'Ray Data' if args.scheduler == 'ray-data' else 'Ray tasks'}, audit {first['audit_s']} s; target <= 600 s at 100,000)")
         print(f"  driver peak RSS {gb(first['driver_hwm'])} = {first['driver_hwm'] / decoded:.2f}x decoded")
         print(f"  {first['max_concurrent']} trials at once; per trial at its peak private memory "
               "(private / Pss / Rss, Rss of the store's files in it):")

@@ -60,10 +60,21 @@ def test_the_pages_name_commands_at_all():
     assert {"tl.search", "tl.export", "tl.predict", "tl.audit", "analysis.summarize"} <= modules, modules
 
 
+@lru_cache(maxsize=None)
+def _all_help(module: str) -> str:
+    """The entry point's --help and, for one with subcommands (``tl.cache list|prune``), each one's."""
+    text = _help(module).stdout
+    choices = re.search(r"\{([a-z_,-]+)\}", text.split("\n\n")[0])
+    for sub in (choices.group(1).split(",") if choices else []):
+        text += in_process(module, [sub, "--help"]).stdout
+    return text
+
+
 @pytest.mark.parametrize("page, module, flag", _commands())
 def test_each_documented_command_and_flag_exists(page, module, flag):
     proc = _help(module)
     assert proc.returncode == 0, f"{page}: python -m {module} --help failed:\n{proc.stderr[-1500:]}"
     if flag:
-        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", proc.stdout), \
-            f"{page}: {module} has no {flag} (its --help: {proc.stdout[:3000]})"
+        text = _all_help(module)
+        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), \
+            f"{page}: {module} has no {flag} (its --help: {text[:3000]})"

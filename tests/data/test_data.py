@@ -228,7 +228,7 @@ def test_imagefolder_classes_differing_between_splits_fail(xray_subset: Path):
 
 def test_decoded_imagefolder_is_cached_and_reread(xray_subset: Path, tl_cache_dir: Path,
                                                   monkeypatch: pytest.MonkeyPatch):
-    import tl.data.store
+    import tl.data.store.chunks
 
     before = set((tl_cache_dir / "decoded").glob("xray_small-*/store.json"))
     first = load_dataset(str(xray_subset), 24, seed=0)
@@ -238,7 +238,7 @@ def test_decoded_imagefolder_is_cached_and_reread(xray_subset: Path, tl_cache_di
     def no_decoding(*args, **kwargs):
         raise AssertionError("second load decoded the JPEGs again instead of reading the store")
 
-    monkeypatch.setattr(tl.data.store, "decode_chunk", no_decoding)
+    monkeypatch.setattr(tl.data.store.chunks, "decode_chunk", no_decoding)
     second = load_dataset(str(xray_subset), 24, seed=0)
     for split in ("train", "val", "test"):
         assert isinstance(second.images[split], np.memmap), f"{split}: served memory-mapped from the store"

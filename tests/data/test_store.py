@@ -1,6 +1,6 @@
 """The decode store (tl.data.store): decode_image's pixels, grey at one channel; keyed by content, size
-and decoder, not by the carve; resumable; decoded by a process pool or Ray tasks on every node; its
-splits memory-mapped and pickled as paths."""
+and decoder, not by the carve; resumable; decoded by a process pool, Ray tasks on every node or Ray
+Data; its splits memory-mapped and pickled as paths; its modules free of import cycles."""
 from __future__ import annotations
 
 import io
@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 
 import tl.data.store as store
+import tl.data.store.chunks as store_chunks
+import tl.data.store.layout as layout
 from tl.core.errors import TLError
 from tl.data import DatasetArrays, load_dataset
 from tl.data.decode import DECODER_VERSION, decode_image
@@ -86,7 +88,7 @@ def test_another_seed_decodes_nothing_and_gives_the_same_pixels(data_dir, tmp_pa
             shutil.copyfile(p, root / cls / p.name)
     first = load_dataset(str(root), 24, seed=0)
     calls = []
-    monkeypatch.setattr(store, "decode_chunk", lambda *a: calls.append(a) or pytest.fail("decoded again"))
+    monkeypatch.setattr(store_chunks, "decode_chunk", lambda *a: calls.append(a) or pytest.fail("decoded again"))
     second = load_dataset(str(root), 24, seed=1)
     assert not calls
     assert second.names["test"] != first.names["test"], "another seed carves other files"
@@ -102,7 +104,7 @@ def test_interrupted_decode_resumes_with_the_missing_chunks(data_dir, tmp_path, 
     files = _kermany(data_dir, tmp_path / "imgs", 40)
     splits = _splits(files)
     cache = tmp_path / "c"
-    real, calls = store.decode_chunk, []
+    real, calls = store_chunks.decode_chunk, []
 
     def dies_on_the_third(paths, size):
         calls.append(paths)
@@ -110,10 +112,10 @@ def test_interrupted_decode_resumes_with_the_missing_chunks(data_dir, tmp_path, 
             raise KeyboardInterrupt  # the user's Ctrl-C, mid-decode
         return real(paths, size)
 
-    monkeypatch.setattr(store, "decode_chunk", dies_on_the_third)
+    monkeypatch.setattr(store_chunks, "decode_chunk", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         store_splits(splits, tmp_path / "imgs", 16, cache=cache, workers=1, chunk=8, progress=False)
-    monkeypatch.setattr(store, "decode_chunk", real)
+    monkeypatch.setattr(store_chunks, "decode_chunk", real)
     resumed = store_splits(splits, tmp_path / "imgs", 16, cache=cache, workers=1, chunk=8, progress=False)
     assert sorted(d.index for d in resumed.decoded) == [2, 3, 4], \
         f"chunks 0 and 1 were written before the interruption: {[d.index for d in resumed.decoded]}"
@@ -187,7 +189,7 @@ def test_corrupt_file_is_named_or_skipped(data_dir, tmp_path):
 
 def test_refuses_a_store_that_does_not_fit_on_disk(data_dir, tmp_path, monkeypatch):
     files = _kermany(data_dir, tmp_path / "imgs", 10)
-    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000))
+    monkeypatch.setattr(layout.shutil, "disk_usage", lambda p: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000))
     with pytest.raises(TLError, match=r"needs about .* free; free space there or point TL_CACHE_DIR"):
         store_splits(_splits(files), tmp_path / "imgs", 64, cache=tmp_path / "c", workers=1, progress=False)
     assert not list((tmp_path / "c").rglob("chunks-*/*")), "refused before decoding anything"
@@ -275,3 +277,65 @@ def test_pixel_digests_of_a_grey_image_are_the_same_at_one_and_three_channels():
     colour[1, 2] ^= 1  # really colour now
     assert (pixel_digests(grey)[0] == pixel_digests(colour)[0]).all()
     assert not (pixel_digests(grey)[1] == pixel_digests(colour)[1]).all()
+
+
+def test_unknown_decode_scheduler_is_named_with_the_allowed_ones(data_dir, tmp_path, monkeypatch):
+    files = _kermany(data_dir, tmp_path / "imgs", 10)
+    monkeypatch.setenv("TL_DECODE_SCHEDULER", "dask")
+    with pytest.raises(TLError, match="TL_DECODE_SCHEDULER must be one of tasks, ray-data, got 'dask'"):
+        store_splits(_splits(files), tmp_path / "imgs", 16, cache=tmp_path / "c", workers=2, chunk=4, progress=False)
+    assert not list((tmp_path / "c").rglob("chunks-*/*")), "refused before decoding anything"
+
+
+@pytest.mark.slow
+def test_ray_data_scheduler_decodes_the_same_pixels_in_ray_workers(data_dir, tmp_path, monkeypatch):
+    """TL_DECODE_SCHEDULER=ray-data: the chunks go through ray.data.from_items(...).map, on a local Ray
+    it starts, in Ray's worker processes, and land as the process pool's would."""
+    import ray
+
+    files = _kermany(data_dir, tmp_path / "imgs", 320)
+    monkeypatch.setenv("TL_DECODE_SCHEDULER", "ray-data")
+    try:
+        out = store_splits(_splits(files), tmp_path / "imgs", 32, cache=tmp_path / "c", workers=2, chunk=32,
+                           progress=False)
+        node = ray.get_runtime_context().get_node_id()
+    finally:
+        ray.shutdown()
+    assert sorted(d.index for d in out.decoded) == list(range(10)), [d.index for d in out.decoded]
+    assert {d.node for d in out.decoded} == {node} and os.getpid() not in {d.pid for d in out.decoded}, \
+        "decoded by Ray workers of the local Ray, not in this process"
+    monkeypatch.setenv("TL_DECODE_SCHEDULER", "tasks")
+    pool = store_splits(_splits(files), tmp_path / "imgs", 32, cache=tmp_path / "pool", workers=2, chunk=32,
+                        progress=False)
+    for split in SPLITS:
+        np.testing.assert_array_equal(out.images[split], pool.images[split], err_msg=split)
+
+
+def _functions(path: Path):
+    import ast
+
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield tree, node
+
+
+def test_store_modules_are_small_and_import_no_private_name_from_a_sibling():
+    """Issue 26: the store split by job; no function over 60 lines of code (docstring, comments and
+    blank lines not counted); helpers shared across its modules are public."""
+    import ast
+
+    package = Path(store.__file__).parent
+    modules = sorted(package.glob("*.py"))
+    assert {m.stem for m in modules} >= {"keys", "chunks", "schedule", "progress", "layout", "fill", "gather",
+                                          "splits", "admin"}, [m.stem for m in modules]
+    for module in modules:
+        lines = module.read_text().splitlines()
+        for tree, fn in _functions(module):
+            body = fn.body[1:] if ast.get_docstring(fn) else fn.body
+            code = [ln for ln in lines[body[0].lineno - 1:fn.end_lineno] if ln.strip() and not ln.strip().startswith("#")]
+            assert len(code) <= 60, f"{module.name}:{fn.name} has {len(code)} lines of code"
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tl.data.store"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{module.name} imports {private} from {node.module}"

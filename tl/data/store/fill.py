@@ -1,0 +1,52 @@
+"""Filling the store: decode the chunks it lacks (``run_chunks``) and write each as it finishes."""
+from __future__ import annotations
+
+import json
+from contextlib import closing
+
+from tl.core.errors import TLError
+from tl.data.store.layout import ChunkDone, Store, check_disk, write_chunk
+from tl.data.store.progress import Progress
+from tl.data.store.schedule import run_chunks
+
+
+def fill_store(store: Store, *, stop_at_bad: bool = False, workers: int | None = None,
+               progress: bool = True) -> list[ChunkDone]:
+    """Decode the store's missing chunks (``run_chunks``), writing each as it finishes.
+
+    Refuses (TLError) before decoding when the chunks and one carve's splits, at one channel, will
+    not fit on the disk, and again after the first chunk if the images turn out to be colour.
+    ``stop_at_bad``: stop at the first chunk holding a file that did not decode (it is written: the
+    file's failure is part of the store) and raise naming that file.
+
+    Returns:
+        The chunks this call decoded, in the order they finished (empty: nothing was missing).
+    """
+    missing = store.missing()
+    if not missing:
+        return []
+    pixels = store.image_size ** 2
+    n_missing = sum(len(store.paths(i)) for i in missing)
+    what = f"decoding {n_missing:,} images at {store.image_size} px"
+    check_disk(store.folder, (n_missing + len(store.names)) * pixels, what)
+    bar = Progress(n_missing, f"[tl.data] decode {store.image_size} px") if progress else None
+    done: list[ChunkDone] = []
+    colour_checked = False
+    jobs = [(i, store.paths(i)) for i in missing]
+    try:
+        with closing(run_chunks(jobs, store.image_size, workers)) as finished:
+            for index, out in finished:
+                done.append(write_chunk(store, index, out))
+                if bar:
+                    bar.update(len(out["ok"]))
+                if out["images"].shape[1] == 3 and not colour_checked:
+                    colour_checked = True
+                    left = n_missing - sum(d.images for d in done)
+                    check_disk(store.folder, (left + len(store.names)) * pixels * 3, f"{what} (colour)")
+                if stop_at_bad and not out["ok"].all():
+                    first = next(e for e in json.loads(out["errors"]) if e)
+                    raise TLError(f"{first}; pass --skip-bad-images to skip such files")
+    finally:
+        if bar:
+            bar.close()
+    return done
