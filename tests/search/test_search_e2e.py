@@ -136,7 +136,14 @@ def test_smoke_search_leaves_a_complete_experiment_folder(smoke_experiment, smal
             missing = [k for k in EPOCH_KEYS if k not in row]
             assert not missing, f"{t['dir'].name}: epoch row lacks {missing}"
             assert 0.0 <= row["val_acc"] <= 1.0 and 0.0 <= row["val_auc"] <= 1.0
-        assert list(t["dir"].glob("checkpoint_*/state.pt")), f"{t['dir'].name}: no checkpoint"
+        # Issue 28: one checkpoint per trial; once the trial ended (finished or stopped by ASHA) only what
+        # export and the report read is left in it, not the resumable state (weights + optimizer).
+        checkpoints = list(t["dir"].glob("checkpoint_*"))
+        assert len(checkpoints) == 1, f"{t['dir'].name}: {len(checkpoints)} checkpoints kept, want 1"
+        assert (checkpoints[0] / "best_model.pt").is_file(), f"{t['dir'].name}: no best weights"
+        assert not (checkpoints[0] / "state.pt").exists(), f"{t['dir'].name}: an ended trial kept its resumable state"
+    printed = (smoke_experiment.parent / "search_stdout.txt").read_text()
+    assert "experiment folder " in printed and "of it best-by-val weights" in printed, printed[-1500:]
 
 
 def test_asha_stops_some_trials_and_completed_ones_are_tested_once(loud_auc_experiment, small_data_dir):

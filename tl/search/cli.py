@@ -27,6 +27,7 @@ from tl.data.table_source import add_table_arguments, table_options_from_args
 from tl.search.console import (PREFIX, LiveView, dataset_summary, resume_command, run_options, set_restored_options,
                                space_summary)
 from tl.search.datasets import datasets_to_search, run_on_datasets
+from tl.search.disk import ReleaseResumableState, estimate, size_line, storage_warning
 from tl.search.experiment import Experiment, StopSignals
 from tl.search.finalist_stage import run_finalist_stage
 from tl.search.nodes import check_cluster_paths
@@ -302,7 +303,8 @@ def _console_callbacks(args: argparse.Namespace, p: _Prepared) -> tuple[LiveView
         # session folder even at verbose=0 and ignores progress reporters; the classic engine with
         # a reporter that never reports prints nothing, and LiveView speaks instead.
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    trackers = [mlflow_callback(p.mlflow_uri, p.where.name)] if p.mlflow_uri else []
+    # For the search and the finalist stage alike: trackers, and a trial's resumable state removed once it ends.
+    trackers = ([mlflow_callback(p.mlflow_uri, p.where.name)] if p.mlflow_uri else []) + [ReleaseResumableState()]
     return live, ([] if args.verbose else [live]) + trackers, trackers
 
 
@@ -321,6 +323,7 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None, resume_n
     live, callbacks, trackers = _console_callbacks(args, p)
     if not args.resume:
         _start_experiment(args, p, next(iter(datasets.values())), audit, audit_pairs)
+    _warn_if_storage_short(p)
     results = _fit(_tuner(args, p, trainable, callbacks), args, p, live, argv, resume_name or p.where.name)
     if isinstance(results, int):
         return results
@@ -331,7 +334,22 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None, resume_n
                                     verbose=args.verbose, trackers=trackers)
     if status == 0:
         _print_recommendation(p.where, p.mlflow_uri, len(results))
+    if p.where.folder is not None and p.where.folder.is_dir():
+        print(f"{PREFIX} {size_line(p.where.folder)}")
     return status
+
+
+def _warn_if_storage_short(p: _Prepared) -> None:
+    """Before the first trial: warn when --storage has less free space than the search may need."""
+    import ray
+
+    resources = ray.cluster_resources()
+    concurrent = int(resources.get("CPU", 1) // p.space.cpus_per_trial)
+    if p.space.gpus_per_trial:
+        concurrent = min(concurrent, int(resources.get("GPU", 0) // p.space.gpus_per_trial))
+    warning = storage_warning(p.where.storage, estimate(p.space, concurrent))
+    if warning:
+        print(f"{PREFIX} warning: {warning}")
 
 
 def _print_recommendation(where: Experiment, tracking_uri: str | None, n_runs: int) -> None:

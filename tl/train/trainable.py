@@ -396,8 +396,7 @@ def trial_run_options(metric: str, mode: str, max_failures: int) -> dict:
     from ray import tune
 
     return {"sync_config": tune.SyncConfig(sync_artifacts=True),
-            "checkpoint_config": tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=metric,
-                                                       checkpoint_score_order=mode),
+            "checkpoint_config": tune.CheckpointConfig(num_to_keep=1),
             "failure_config": tune.FailureConfig(max_failures=max_failures)}
 
 
