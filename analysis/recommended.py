@@ -25,6 +25,7 @@ from analysis.classification import finding_table
 from tl.core.columns import BINARY_ONLY, HEADLINE_TEST_METRICS, metric_name, split_metric
 from tl.core.errors import TLError
 from tl.core.finalists import ensemble_figures
+from tl.core.headline import ORDINAL_TEST_METRICS, no_finding_accuracy
 from tl.core.metrics import best_balanced_threshold
 from tl.core.recommend import (
     TOP_K, Recommendation, describe, recommend, recommendation_lines, recommended_predictions,
@@ -58,7 +59,8 @@ class Recommended(NamedTuple):
 
 def figures_with_intervals(exp: Experiment, test: Predictions, *, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict:
     """Test statistics of a model's predictions with bootstrap intervals (``ensemble_figures``)."""
-    return ensemble_figures(test, n_resamples=n_resamples, seed=seed, positive=positive_index(exp.meta))
+    return ensemble_figures(test, n_resamples=n_resamples, seed=seed, positive=positive_index(exp.meta),
+                            task=str(dataset_record(exp.meta).get("task") or "") or None)
 
 
 def figures_row(rec: Recommendation, test: Predictions, found: dict) -> pd.DataFrame:
@@ -67,12 +69,12 @@ def figures_row(rec: Recommendation, test: Predictions, found: dict) -> pd.DataF
            "n": found["n"]}
     if not np.isnan(rec.val_std):
         row[f"{rec.metric}_std"] = rec.val_std
-    for name in HEADLINE_TEST_METRICS:
+    for name in (*HEADLINE_TEST_METRICS, *ORDINAL_TEST_METRICS):
         if name in found:
             row.update({name: found[name], f"{name}_low": found[f"{name}_low"],
                         f"{name}_high": found[f"{name}_high"]})
     if test.multilabel:  # what MedMNIST's ACC gets by predicting "no finding" everywhere
-        row["acc_no_finding"] = float((test.labels == 0).mean())
+        row["acc_no_finding"] = no_finding_accuracy(test)
     return pd.DataFrame([row])
 
 
@@ -157,7 +159,7 @@ def build_recommended(exp: Experiment, experiment_dir: Path, *, target_sensitivi
     findings = finding_table(test, names) if test.multilabel else None
     gradcam, gradcam_note = gradcam_for(experiment_dir, rec)
     found = figures_with_intervals(exp, test, **kw)
-    return Recommended(rec, recommendation_lines(exp, rec, figures=found), figures_row(rec, test, found), test,
+    return Recommended(rec, recommendation_lines(exp, rec, figures=found, test=test), figures_row(rec, test, found), test,
                        calibration, note, findings, gradcam, gradcam_note)
 
 

@@ -19,6 +19,7 @@ from analysis.formatting import format_frame, format_value, markdown_table
 from analysis.report_data import ReportData
 from tl.core.choice import rule_text
 from tl.core.columns import HEADLINE_TEST_METRICS, TEST_ACC, TEST_AUC
+from tl.core.headline import ORDINAL_TEST_METRICS
 from tl.core.finalists import finalist_lines
 from tl.core.recommend import FINALIST_ENSEMBLE
 from tl.core.results import dataset_record
@@ -78,7 +79,7 @@ def figures_table(figures: pd.DataFrame) -> pd.DataFrame:
     frame = figures.copy()
     level = f"{int(CI_LEVEL * 100)}% CI"
     renamed = {}
-    for stat in HEADLINE_TEST_METRICS:
+    for stat in (*HEADLINE_TEST_METRICS, *ORDINAL_TEST_METRICS):
         if stat in frame:
             frame[stat] = [f"{format_value(stat, v)} [{format_value(stat, lo)}, {format_value(stat, hi)}]"
                            for v, lo, hi in zip(frame[stat], frame[f"{stat}_low"], frame[f"{stat}_high"])]

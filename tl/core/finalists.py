@@ -18,6 +18,7 @@ import pandas as pd
 from tl.core.choice import rank_recipes, recipe_rule_text
 from tl.core.columns import BINARY_TEST_METRICS, HEADLINE, HEADLINE_TEST_METRICS, TEST_ACC, TEST_AUC, tested_mask
 from tl.core.errors import TLError
+from tl.core.headline import ORDINAL_TEST_METRICS
 from tl.core.metrics import label_accuracy, split_metrics, task_auc
 from tl.core.results.files import (RECIPE_KEY, SOURCE_KEY, STAGE, STAGE_KEY, Predictions, mean_predictions,
                                    positive_index)
@@ -136,14 +137,16 @@ def finalist_runs(exp: Experiment) -> pd.DataFrame:
 
 
 def ensemble_figures(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed: int = SEED,
-                     positive: int = 1) -> dict:
+                     positive: int = 1, task: str | None = None) -> dict:
     """Return each test statistic of ``pred`` with its percentile bootstrap interval.
 
     Keys ``test_acc``, ``test_acc_low``, ``test_acc_high``, likewise ``test_auc`` and, for two
-    classes, ``test_sensitivity`` and ``test_specificity``; ``n`` the test images.
+    classes, ``test_sensitivity`` and ``test_specificity``; for an ordinal ``task`` also ``test_qwk``
+    and ``test_mae`` (grades); ``n`` the test images.
     """
     out: dict = {"n": len(pred.labels)}
-    for name in ENSEMBLE_STATS:
+    ordinal = ORDINAL_TEST_METRICS if task == "ordinal" and not pred.multilabel else ()
+    for name in (*ENSEMBLE_STATS, *ordinal):
         if name in BINARY_TEST_METRICS and (pred.probs.shape[1] != 2 or pred.multilabel):
             continue
         def stat(idx: np.ndarray, name: str = name) -> float:
@@ -152,7 +155,7 @@ def ensemble_figures(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed:
                 return label_accuracy(probs, labels)
             if name == TEST_AUC:
                 return task_auc(probs, labels, positive)
-            return split_metrics(probs, labels, "test", None, positive)[name]
+            return split_metrics(probs, labels, "test", "ordinal" if name in ordinal else None, positive)[name]
         ci = bootstrap_interval(stat, len(pred.labels), n_resamples=n_resamples, seed=seed)
         out.update({name: ci.value, f"{name}_low": ci.low, f"{name}_high": ci.high})
     return out

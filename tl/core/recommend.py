@@ -16,9 +16,10 @@ from typing import NamedTuple
 import pandas as pd
 
 from tl.core.choice import rank_trials
-from tl.core.columns import HEADLINE, HEADLINE_TEST_METRICS, is_tested, split_metric, tested_rows
+from tl.core.columns import is_tested, split_metric, tested_rows
 from tl.core.errors import TLError
 from tl.core.finalists import ensemble_figures, finalist_runs, recipe_summary, winner_members
+from tl.core.headline import headline_parts
 from tl.core.results.files import (
     RECIPE_KEY, SOURCE_KEY, TEST_PREDICTIONS, Predictions, dataset_record, mean_predictions, positive_index,
     read_trial_predictions,
@@ -209,28 +210,31 @@ def describe(rec: Recommendation) -> str:
     return f"trial {rec.trials[0]} ({rec.kind}): {recipe}"
 
 
-def _fmt_interval(figures: dict, name: str) -> str:
-    return f"{figures[name]:.3f} [{figures[name + '_low']:.3f}, {figures[name + '_high']:.3f}]"
-
-
 def recommendation_lines(exp: Experiment, rec: Recommendation, *, figures: dict | None = None,
-                         n_resamples: int = N_RESAMPLES, seed: int = SEED) -> list[str]:
+                         test: Predictions | None = None, n_resamples: int = N_RESAMPLES,
+                         seed: int = SEED) -> list[str]:
     """The recommendation as console lines (indented lines belong to the one above): what it is, its
-    val figure, its test figures with bootstrap intervals (``figures``: ``ensemble_figures`` of its
-    test predictions, if the caller has them), and the runner-up's distance on val."""
+    val figure, its test figures with bootstrap intervals in the order its task reads them
+    (``tl.core.headline``; ``figures``: ``ensemble_figures`` of its ``test`` predictions, if the caller
+    has them), and the runner-up's distance on val."""
     lines = [f"recommended model: {describe(rec)}"]
     spread = f" ± {rec.val_std:.4f} over {len(rec.trials)} seeds" if not math.isnan(rec.val_std) else ""
     lines.append(f"  chosen on val: {rec.metric} {rec.val:.4f}{spread}")
-    if figures is None:
+    record = dataset_record(exp.meta)
+    task = str(record.get("task") or "")
+    if figures is None or test is None:
         try:
             _, test = recommended_predictions(rec)
         except TLError as exc:
             return [*lines, f"  test figures unavailable: {exc}"]
-        figures = ensemble_figures(test, n_resamples=n_resamples, seed=seed, positive=positive_index(exp.meta))
-    shown = [f"{short} {_fmt_interval(figures, name)}"
-             for short, name in zip(HEADLINE, HEADLINE_TEST_METRICS) if name in figures]
+    if figures is None:
+        figures = ensemble_figures(test, n_resamples=n_resamples, seed=seed, positive=positive_index(exp.meta),
+                                   task=task)
+    shown, extra = headline_parts(task, figures, test, class_names=[str(c) for c in record.get("class_names") or []],
+                                  positive=positive_index(exp.meta))
     lines.append(f"  expected on new images like the test split ({figures['n']} images, {int(CI_LEVEL * 100)}% "
                  "bootstrap CI): " + ", ".join(shown))
+    lines += [f"  {line}" for line in extra]
     if rec.runner_up is not None:
         r = rec.runner_up
         images = f", about {r.gap_images:.1f} val images" if r.gap_images is not None else ""
