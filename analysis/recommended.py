@@ -26,6 +26,7 @@ from tl.core.columns import BINARY_ONLY, HEADLINE_TEST_METRICS, metric_name, spl
 from tl.core.errors import TLError
 from tl.core.finalists import ensemble_figures
 from tl.core.headline import ORDINAL_TEST_METRICS, no_finding_accuracy
+from tl.core.results.split_audit import train_copies
 from tl.core.metrics import best_balanced_threshold
 from tl.core.recommend import (
     TOP_K, Recommendation, describe, recommend, recommendation_lines, recommended_predictions,
@@ -159,7 +160,8 @@ def build_recommended(exp: Experiment, experiment_dir: Path, *, target_sensitivi
     findings = finding_table(test, names) if test.multilabel else None
     gradcam, gradcam_note = gradcam_for(experiment_dir, rec)
     found = figures_with_intervals(exp, test, **kw)
-    return Recommended(rec, recommendation_lines(exp, rec, figures=found, test=test), figures_row(rec, test, found), test,
+    return Recommended(rec, recommendation_lines(exp, rec, figures=found, test=test,
+                                                 copies=train_copies(experiment_dir)), figures_row(rec, test, found), test,
                        calibration, note, findings, gradcam, gradcam_note)
 
 

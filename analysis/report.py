@@ -245,6 +245,11 @@ def _data_section(data: ReportData) -> Section:
     if isinstance(groups, dict):
         paragraphs.append(f"Groups (patients) from {groups.get('source')}: " + ", ".join(
             f"{s} {g.get('n_groups', 0):,}" for s, g in (groups.get("splits") or {}).items()) + ".")
+    dropped = split.get("dropped")
+    if isinstance(dropped, dict):
+        paragraphs.append("Removed before training: " + ", ".join(
+            f"{dropped[s]:,} {s}" for s in ("val", "test") if dropped.get(s)) + f" images, {dropped.get('why')}; "
+            "the split sizes and every val and test figure are without them.")
     decoding = split.get("decoding")
     if isinstance(decoding, dict) and decoding.get("n"):
         paragraphs.append("Decoded: " + ", ".join(f"{k} {v:,}" for k, v in (decoding.get("format") or {}).items())

@@ -35,6 +35,9 @@ def test_duplicates_across_splits_are_counted_exactly():
     assert pairs["thumb_a"].shape == (5, 64, 64) and pairs["exact"].tolist() == [True] * 4 + [False]
     assert set(pairs["pair"][:4].tolist()) == {"train|val", "train|test"}
     assert "train|test 3" in audit_lines(record)[0]
+    # Issue 29: which images of val and test have a copy in train (exact or near), by index.
+    assert record["copies_of_train"] == {"val": 1, "test": 4}
+    assert pairs["train_copies_val"].tolist() == [0] and pairs["train_copies_test"].tolist() == [0, 1, 2, 5]
 
 
 def test_distinct_images_are_far_apart_and_a_copy_is_at_zero():

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from tl.core.choice import rank_trials
@@ -211,12 +212,14 @@ def describe(rec: Recommendation) -> str:
 
 
 def recommendation_lines(exp: Experiment, rec: Recommendation, *, figures: dict | None = None,
-                         test: Predictions | None = None, n_resamples: int = N_RESAMPLES,
-                         seed: int = SEED) -> list[str]:
+                         test: Predictions | None = None, copies: np.ndarray | None = None,
+                         n_resamples: int = N_RESAMPLES, seed: int = SEED) -> list[str]:
     """The recommendation as console lines (indented lines belong to the one above): what it is, its
     val figure, its test figures with bootstrap intervals in the order its task reads them
     (``tl.core.headline``; ``figures``: ``ensemble_figures`` of its ``test`` predictions, if the caller
-    has them), and the runner-up's distance on val."""
+    has them), the same on the test images without a copy in train when the audit found some
+    (``copies``: their indices, ``tl.core.results.split_audit.train_copies``), and the runner-up's
+    distance on val."""
     lines = [f"recommended model: {describe(rec)}"]
     spread = f" ± {rec.val_std:.4f} over {len(rec.trials)} seeds" if not math.isnan(rec.val_std) else ""
     lines.append(f"  chosen on val: {rec.metric} {rec.val:.4f}{spread}")
@@ -235,11 +238,38 @@ def recommendation_lines(exp: Experiment, rec: Recommendation, *, figures: dict 
     lines.append(f"  expected on new images like the test split ({figures['n']} images, {int(CI_LEVEL * 100)}% "
                  "bootstrap CI): " + ", ".join(shown))
     lines += [f"  {line}" for line in extra]
+    lines += _without_copies(task, test, copies, record, positive_index(exp.meta), n_resamples, seed)
     if rec.runner_up is not None:
         r = rec.runner_up
         images = f", about {r.gap_images:.1f} val images" if r.gap_images is not None else ""
         lines.append(f"  runner-up: {r.label}, {rec.metric} {r.val:.4f} ({r.gap:.4f} behind{images})")
     return lines
+
+
+# Above this share of test images with a copy in train, test says little about new images.
+MOSTLY_COPIES = 0.5
+
+
+def _without_copies(task: str, test: Predictions, copies: np.ndarray | None, record: dict, positive: int,
+                    n_resamples: int, seed: int) -> list[str]:
+    """Lines on the test images without an exact or near copy in train, when the audit found copies:
+    their figures beside the full split's, and a plain warning when most of test has one."""
+    if copies is None or not len(copies):
+        return []
+    n = len(test.labels)
+    keep = np.setdiff1d(np.arange(n), copies)
+    lines = []
+    if len(copies) > MOSTLY_COPIES * n:
+        lines.append(f"  warning: {len(copies):,} of {n:,} test images are exact or near copies of train images: "
+                     "the test split cannot estimate performance on new images")
+    if not len(keep):
+        return [*lines, "  no test image is free of a copy in train: no figure on new images can be given"]
+    rest = Predictions(test.probs[keep], test.labels[keep], test.fingerprint)
+    figures = ensemble_figures(rest, n_resamples=n_resamples, seed=seed, positive=positive, task=task or None)
+    shown, _ = headline_parts(task, figures, rest, class_names=[str(c) for c in record.get("class_names") or []],
+                              positive=positive)
+    return [*lines, f"  on the {len(keep):,} test images without a copy in train ({len(copies):,} have one): "
+                    + ", ".join(shown)]
 
 
 __all__ = ["FINALIST_ENSEMBLE", "SINGLE_PICK", "TOP_K", "TRIAL_ASKED", "Recommendation", "RunnerUp", "describe",

@@ -84,6 +84,29 @@ class DatasetArrays:
         copy._fingerprints = dict(self._fingerprints)
         return copy
 
+    def without(self, rows: dict[str, np.ndarray], why: str) -> "DatasetArrays":
+        """A copy with ``rows`` (indices per split) removed from those splits, recorded in the split
+        record as ``dropped`` (``why``, and the count per split); the other splits are shared. The
+        changed splits are held in memory and get new fingerprints."""
+        rows = {s: np.asarray(r, dtype=np.int64) for s, r in rows.items() if len(r)}
+        if not rows:
+            return self
+        keep = {s: np.setdiff1d(np.arange(len(self.labels[s])), r) for s, r in rows.items()}
+        images, labels, names = dict(self.images), dict(self.labels), dict(self.names)
+        for s, k in keep.items():
+            images[s], labels[s] = np.asarray(self.images[s])[k], np.asarray(self.labels[s])[k]
+            if s in names:
+                names[s] = [names[s][i] for i in k]
+        marks = dict(self.image_fingerprints or {})
+        for s, k in keep.items():
+            if s in marks:
+                marks[s] = tuple(np.asarray(m)[k] for m in marks[s])
+        record = {**self.split_record, "dropped": {"why": why, **{s: int(len(r)) for s, r in rows.items()}}}
+        copy = replace(self, images=images, labels=labels, names=names, split_record=record,
+                       image_fingerprints=marks or self.image_fingerprints)
+        copy._fingerprints = {s: f for s, f in self._fingerprints.items() if s not in rows}
+        return copy
+
     @property
     def test_fingerprint(self) -> str:
         """Identity of the test split: two runs with equal fingerprints were tested on the same

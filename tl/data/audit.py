@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tl.core.errors import TLError
+from tl.core.results.split_audit import TRAIN_COPIES
 from tl.data.arrays import SPLITS
 from tl.data.fingerprints import HASH_SIDE, NEAR_THRESHOLD, image_fingerprints, near_pairs, near_pairs_method
 from tl.data.groups import group_overlap
@@ -78,7 +79,9 @@ def audit_splits(images: dict[str, np.ndarray], *, names: dict[str, list[str]] |
     Returns:
         (the record for ``tl_search.json``, example pairs with thumbnails for ``split_audit.npz``).
         The record: per pair of splits ``exact_duplicates`` and ``near_duplicates`` (pairs of images;
-        near excludes exact) and how many images of the second split have any; ``group_overlap``
+        near excludes exact) and how many images of the second split have any; ``copies_of_train``:
+        per split, its images with an exact or near copy in train (their indices are in the pairs,
+        ``train_copies_<split>``, so the figures on the images without one can be given); ``group_overlap``
         (None without grouping); ``warning``; ``near_search`` (how near pairs were found);
         ``seconds``.
     """
@@ -91,6 +94,7 @@ def audit_splits(images: dict[str, np.ndarray], *, names: dict[str, list[str]] |
                     "near_search": near_pairs_method(threshold), "exact_duplicates": {},
                     "near_duplicates": {}, "images_with_exact_duplicate": {}, "images_with_near_duplicate": {}}
     examples: list[tuple] = []
+    copies: dict[str, list[np.ndarray]] = {}  # per split, the images with an exact or near copy in train
     for a, b in PAIRS:
         if a not in present or b not in present:
             continue
@@ -101,8 +105,12 @@ def audit_splits(images: dict[str, np.ndarray], *, names: dict[str, list[str]] |
         record["near_duplicates"][key] = int((~exact).sum())
         record["images_with_exact_duplicate"][key] = int(len(np.unique(ib[exact])))
         record["images_with_near_duplicate"][key] = int(len(np.unique(ib[~exact])))
+        if a == "train":
+            copies.setdefault(b, []).append(ib)
         order = np.lexsort((dist, ~exact))  # exact first, then the closest
         examples += [(key, int(ia[k]), int(ib[k]), int(dist[k]), bool(exact[k])) for k in order[:MAX_EXAMPLES]]
+    copied = {s: np.unique(np.concatenate(found_in)) for s, found_in in copies.items()}
+    record["copies_of_train"] = {s: int(len(idx)) for s, idx in copied.items()}
     record["group_overlap"] = group_overlap(groups)
     record["unmatched_files"] = int(groups.get("unmatched_files", 0)) if groups else None
     record["warning"] = patient_id_warning(names) if names and not groups else None
@@ -115,6 +123,7 @@ def audit_splits(images: dict[str, np.ndarray], *, names: dict[str, list[str]] |
              if examples else np.zeros((0, THUMB, THUMB), np.uint8),
              "thumb_b": np.stack([_thumb(images[e[0].split("|")[1]][e[2]]) for e in examples])
              if examples else np.zeros((0, THUMB, THUMB), np.uint8)}
+    pairs.update({f"{TRAIN_COPIES}{s}": idx.astype(np.int64) for s, idx in copied.items()})
     if names:
         pairs["name_a"] = np.array([_name(names, e[0].split("|")[0], e[1]) for e in examples])
         pairs["name_b"] = np.array([_name(names, e[0].split("|")[1], e[2]) for e in examples])

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from tl.core.errors import TLError
 from tl.core.finalists import parse_count
 from tl.core.results import AUDIT_FILE, write_search_meta
+from tl.core.results.split_audit import TRAIN_COPIES
 from tl.core.tasks import check_metric
 from tl.data import load_dataset, resolve_dataset_path
 from tl.data.audit import audit_lines, audit_splits, save_pairs
@@ -58,6 +59,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", default=os.environ.get("TL_DATA_DIR"), help="where named datasets live (env TL_DATA_DIR)")
     g.add_argument("--offline", action="store_true", help="never download; drop (backbone, weights) pairs that are not cached")
     g.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
+    g.add_argument("--drop-duplicates", action="store_true",
+                   help="remove val and test images that the split audit finds to be exact or near copies of "
+                        "train images, before training (recorded in tl_search.json, said in the report)")
     g.add_argument("--groups", metavar="REGEX", help="patient (group) id: first capture group of REGEX in each file's "
                                                      "path relative to the dataset root (npz: {split}_names); carved "
                                                      "splits become disjoint by group (overrides the file's GROUPS)")
@@ -222,7 +226,25 @@ def _decode_and_audit(space: SearchSpace, args: argparse.Namespace) -> tuple[dic
                                       fingerprints=first.image_fingerprints)
     for line in audit_lines(audit):
         print(f"{PREFIX} {line}")
+    if args.drop_duplicates:
+        datasets, audit_pairs = _drop_copies(datasets, audit_pairs)
     return datasets, audit, audit_pairs
+
+
+def _drop_copies(datasets: dict, audit_pairs: dict) -> tuple[dict, dict]:
+    """--drop-duplicates: val and test without the images the audit found copied from train. The
+    copies' indices leave the saved pairs too: they index the splits as they were."""
+    rows = {s: audit_pairs.pop(f"{TRAIN_COPIES}{s}") for s in ("val", "test") if f"{TRAIN_COPIES}{s}" in audit_pairs}
+    why = "exact or near copies of train images (--drop-duplicates)"
+    dropped = {id(a): a.without(rows, why) for a in datasets.values()}
+    datasets = {size: dropped[id(a)] for size, a in datasets.items()}
+    for arrays in dropped.values():  # computed once here, they travel to the trials with the arrays
+        for split in ("test", "val"):
+            arrays.split_fingerprint(split)
+    first = next(iter(datasets.values()))
+    print(f"{PREFIX} --drop-duplicates: removed " + ", ".join(f"{len(r):,} {s}" for s, r in rows.items())
+          + f" images copied from train; left {', '.join(f'{s} {len(first.labels[s]):,}' for s in ('val', 'test'))}")
+    return datasets, audit_pairs
 
 
 def _shared_trainable(space: SearchSpace, datasets: dict, weights: dict):
@@ -359,6 +381,7 @@ def _print_recommendation(where: Experiment, tracking_uri: str | None, n_runs: i
         print(f"{PREFIX} copy {where.where} down and run analysis.summarize on it for the recommended model")
         return
     from tl.core.recommend import recommend, recommendation_lines
+    from tl.core.results.split_audit import train_copies
     from tl.core.results import load_experiments
 
     try:
@@ -367,7 +390,7 @@ def _print_recommendation(where: Experiment, tracking_uri: str | None, n_runs: i
     except TLError as exc:
         print(f"{PREFIX} no recommended model: {exc}")
         return
-    for line in recommendation_lines(exp, rec):
+    for line in recommendation_lines(exp, rec, copies=train_copies(where.folder)):
         print(line if line.startswith("  ") else f"{PREFIX} {line}")
     print(f"{PREFIX} use it: python -m tl.export {where.where} --out BUNDLE, then python -m tl.predict BUNDLE IMAGES... "
           "--out predictions.csv")

@@ -13,6 +13,7 @@ import pandas as pd
 
 from tl.core.results.files import AUDIT_FILE, SEARCH_FILE, dataset_record
 
+TRAIN_COPIES = "train_copies_"  # + split: in split_audit.npz, the indices of its images with a copy in train
 COLUMNS = ["experiment", "splits", "exact duplicate pairs", "near duplicate pairs",
            "images with exact duplicate", "images with near duplicate", "groups in both"]
 
@@ -86,3 +87,11 @@ def read_split_audits(paths: Sequence[Path]) -> list[SplitAudit]:
                                  record.get("warning"), record.get("group_overlap") is not None,
                                  _grouping(meta), _pairs(Path(path) / AUDIT_FILE)))
     return audits
+
+
+def train_copies(experiment: Path, split: str = "test") -> np.ndarray | None:
+    """Indices of ``split``'s images with an exact or near copy in train, as the audit found them
+    (``split_audit.npz``); None for an experiment whose audit did not record them."""
+    pairs = _pairs(Path(experiment) / AUDIT_FILE)
+    key = f"{TRAIN_COPIES}{split}"
+    return pairs[key].astype(np.int64) if key in pairs else None
