@@ -19,7 +19,7 @@ def test_two_datasets_in_one_command_give_two_experiments_and_the_table(tmp_path
     proc = subprocess.run(
         [sys.executable, "-m", "tl.search", "search_spaces/smoke.py",
          "--dataset", str(small_data_dir / "pneumoniamnist.npz"), "--dataset", str(small_data_dir / "chest_xray"),
-         "--storage", str(tmp_path), "--name", "both", "--num-samples", "2", "--max-epochs", "1"],
+         "--storage", str(tmp_path), "--name", "both", "--num-samples", "1", "--max-epochs", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=400)
     out = proc.stdout
     assert proc.returncode == 0, (out + proc.stderr)[-3000:]
@@ -27,7 +27,7 @@ def test_two_datasets_in_one_command_give_two_experiments_and_the_table(tmp_path
     for label, classes in (("pneumoniamnist", 2), ("chest_xray", 2)):
         meta = json.loads((parent / label / "tl_search.json").read_text())
         assert meta["split_audit"]["seconds"] >= 0, f"{label} has no split audit of its own"
-        assert len(list((parent / label).glob("*/params.json"))) == 2, f"{label}: not its 2 trials"
+        assert len(list((parent / label).glob("*/params.json"))) == 1, f"{label}: not its 1 trial"
         assert len(meta["dataset"]["class_names"]) == classes
     fingerprints = {json.loads((parent / d / "tl_search.json").read_text())["dataset"]["test_fingerprint"]
                     for d in ("pneumoniamnist", "chest_xray")}
