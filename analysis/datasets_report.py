@@ -17,7 +17,7 @@ import pandas as pd
 from analysis.formatting import format_frame
 from analysis.report import Section, recommended_section
 from analysis.report_data import ReportData
-from tl.core.across import MEAN_RANK, N_DATASETS
+from tl.core.across import MEAN_RANK, N_DATASETS, figure_column, recipe_cell
 from tl.core.results import dataset_record
 
 TABLE_FILE = "recipes_by_dataset.csv"
@@ -46,16 +46,9 @@ def recipes_table_text(table: pd.DataFrame, labels: list[str], recipe: list[str]
     """The recipe x dataset table for reading: per dataset one cell "figure [low, high] (rank r)"."""
     out = table[recipe].copy()
     for label in labels:
-        figure = next((c for c in table.columns if c.startswith(f"{label}:test_")), None)
-        cells = []
-        for _, row in table.iterrows():
-            if figure is None or pd.isna(row[figure]):
-                cells.append("-")
-            else:
-                cells.append(f"{row[figure]:.3f} [{row[f'{label}:low']:.3f}, {row[f'{label}:high']:.3f}] "
-                             f"(rank {row[f'{label}:rank']:g})")
+        figure = figure_column(table, label)
         short = figure.split(":", 1)[1].replace("test_", "test ") if figure else ""
-        out[f"{label} {short}".strip()] = cells
+        out[f"{label} {short}".strip()] = [recipe_cell(row, label, figure) for _, row in table.iterrows()]
     out["mean rank"] = [f"{v:.2f} over {int(n)}" for v, n in zip(table[MEAN_RANK], table[N_DATASETS])]
     return out
 

@@ -129,20 +129,26 @@ def recipes_by_dataset(experiments: dict[str, Experiment], recipe: Sequence[str]
     return table.sort_values([MEAN_RANK, *recipe], kind="stable").reset_index(drop=True)
 
 
+def figure_column(table: pd.DataFrame, label: str) -> str | None:
+    """The column of ``label``'s test figure in a ``recipes_by_dataset`` table (``<label>:test_<metric>``)."""
+    return next((c for c in table.columns if c.startswith(f"{label}:test_")), None)
+
+
+def recipe_cell(row: pd.Series, label: str, figure: str | None) -> str:
+    """One recipe on one dataset as text: ``0.816 [0.785, 0.846] (rank 1)``, or ``-`` where it did not
+    run or was not tested there."""
+    if figure is None or pd.isna(row[figure]):
+        return "-"
+    return f"{row[figure]:.3f} [{row[f'{label}:low']:.3f}, {row[f'{label}:high']:.3f}] (rank {row[f'{label}:rank']:g})"
+
+
 def across_lines(table: pd.DataFrame, labels: Sequence[str], recipe: Sequence[str] = RECIPE_COLUMNS) -> list[str]:
     """The table as console lines: one per recipe, its cell on each dataset and its mean rank."""
     lines = [f"recipes across {len(labels)} datasets (rank on each by its val figure; cells: test figure "
              "[95% CI] of the recipe's best tested trial by val; - : not run or not tested there):"]
+    figures = {label: figure_column(table, label) for label in labels}
     for _, row in table.iterrows():
-        cells = []
-        for label in labels:
-            figure = next((c for c in table.columns if c.startswith(f"{label}:test_")), None)
-            if figure is None or pd.isna(row[figure]):
-                cells.append(f"{label} -")
-                continue
-            cells.append(f"{label} {row[figure]:.3f} [{row[f'{label}:low']:.3f}, {row[f'{label}:high']:.3f}] "
-                         f"rank {row[f'{label}:rank']:g}")
-        name = ", ".join(str(row[c]) for c in recipe)
-        lines.append(f"  {name}: " + "; ".join(cells) + f" | mean rank {row[MEAN_RANK]:.2f} "
+        cells = "; ".join(f"{label} {recipe_cell(row, label, figures[label])}" for label in labels)
+        lines.append(f"  {', '.join(str(row[c]) for c in recipe)}: {cells} | mean rank {row[MEAN_RANK]:.2f} "
                      f"over {int(row[N_DATASETS])}")
     return lines
