@@ -9,7 +9,6 @@ Nothing here picks one model across datasets.
 """
 from __future__ import annotations
 
-import re
 from typing import Mapping
 
 import pandas as pd
@@ -17,15 +16,10 @@ import pandas as pd
 from analysis.formatting import format_frame
 from analysis.report import Section, recommended_section
 from analysis.report_data import ReportData
-from tl.core.across import MEAN_RANK, N_DATASETS, figure_column, recipe_cell
+from tl.core.across import MEAN_RANK, N_DATASETS, figure_column, folder_label, recipe_cell
 from tl.core.results import dataset_record
 
 TABLE_FILE = "recipes_by_dataset.csv"
-
-
-def folder_name(label: str) -> str:
-    """A dataset label as a folder name (its own report's folder under --out)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "dataset"
 
 
 def datasets_overview(per_dataset: Mapping[str, ReportData]) -> pd.DataFrame:
@@ -38,7 +32,7 @@ def datasets_overview(per_dataset: Mapping[str, ReportData]) -> pd.DataFrame:
                      "classes": len(data.class_names), "test images": sizes.get("test", float("nan")),
                      "experiments": ", ".join(p.name for p in data.paths), "trials": len(data.table),
                      "chosen by": f"{data.metric} ({data.mode})",
-                     "report": f"{folder_name(label)}/report.html"})
+                     "report": f"{folder_label(label)}/report.html"})
     return pd.DataFrame(rows)
 
 

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from analysis import plots
-from analysis.datasets_report import TABLE_FILE, datasets_sections, folder_name
+from analysis.datasets_report import TABLE_FILE, datasets_sections
 from analysis.errors import AnalysisError
 from analysis.formatting import format_frame
 from analysis.report import (
@@ -32,7 +32,7 @@ from analysis.report import (
 )
 from analysis.report_data import ReportData, build_report_data
 from analysis.tables import GROUP_COLUMNS, epochs_run_counts
-from tl.core.across import RECIPE_COLUMNS, across_lines, group_by_dataset, recipes_by_dataset
+from tl.core.across import RECIPE_COLUMNS, across_lines, folder_label, group_by_dataset, recipes_by_dataset
 from tl.core.errors import TLError
 from tl.core.finalists import finalist_lines
 from tl.core.results import newest_experiment
@@ -217,7 +217,7 @@ def write_datasets_outputs(by_dataset: dict[str, list[Path]], out: Path, *, grou
                                **{k: v for k, v in report_kw.items() if k in ("n_resamples", "seed")})
     written: list[Path] = []
     for label, data in per_dataset.items():
-        written += write_outputs(data, out / folder_name(label))
+        written += write_outputs(data, out / folder_label(label))
     sections = datasets_sections(per_dataset, table, recipe)
     title = f"Transfer-learning searches on {len(per_dataset)} datasets: " + ", ".join(per_dataset)
     try:

@@ -14,6 +14,7 @@ percentile bootstrap interval over the test images. Pure Python, numpy and panda
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +32,11 @@ from tl.core.stats import N_RESAMPLES, SEED
 
 RECIPE_COLUMNS = ("backbone", "weights", "freeze")  # what "a recipe" is unless --group-by says otherwise
 MEAN_RANK, N_DATASETS = "mean_rank", "datasets_ranked"
+
+
+def folder_label(text: str) -> str:
+    """A dataset's label as a folder name: anything but letters, digits, ``.``, ``_`` and ``-`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "dataset"
 
 
 def dataset_label(meta: dict) -> tuple[str, tuple]:

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import re
 from pathlib import Path
 from typing import Callable
 
-from tl.core.across import across_lines, recipes_by_dataset
+from tl.core.across import across_lines, folder_label, recipes_by_dataset
 from tl.core.errors import TLError
 from tl.core.results import SEARCH_FILE, load_experiments, split_stages
 from tl.search.console import PREFIX
-from tl.search.experiment import check_storage
+from tl.search.experiment import check_storage, default_name
 from tl.search.space import load_space
 
 
@@ -39,8 +38,8 @@ def dataset_labels(datasets: list[str]) -> list[str]:
     labels: list[str] = []
     for dataset in datasets:
         stem = Path(dataset.rstrip("/")).name
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", stem.removesuffix(".npz").removesuffix(".csv").removesuffix(".tsv"))
-        label, n = base or "dataset", 2
+        base = folder_label(stem.removesuffix(".npz").removesuffix(".csv").removesuffix(".tsv"))
+        label, n = base, 2
         while label in labels:
             label, n = f"{base}-{n}", n + 1
         labels.append(label)
@@ -66,9 +65,7 @@ def run_on_datasets(args: argparse.Namespace, argv: list[str], datasets: list[st
     Returns:
         0, or the first non-zero exit status of a dataset's search (later datasets are not run).
     """
-    import datetime as dt
-
-    name = args.name or f"{Path(args.space).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    name = args.name or default_name(args.space)
     storage = check_storage(args.storage)
     parent = f"{storage}/{name}"
     if not args.resume and "://" not in parent and Path(parent).exists():

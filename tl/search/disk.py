@@ -12,7 +12,6 @@ how many run at once, and warns when ``--storage`` has less free.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import NamedTuple
@@ -20,6 +19,7 @@ from typing import NamedTuple
 from ray import tune
 
 from tl.core.results import RESUME_STATE_FILE
+from tl.data.store.layout import folder_bytes, human_bytes
 from tl.search.space import SearchSpace
 
 MB = 1024 ** 2
@@ -27,14 +27,6 @@ SLACK_BYTES = 20 * MB  # predictions, results, the experiment state: what is not
 # state.pt holds the weights and, for Adam(W), two moments per weight: 3x the weights, an upper
 # bound for SGD with momentum (2x).
 STATE_TO_WEIGHTS = 3
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 def weights_bytes(backbone: str, num_classes: int = 2) -> int:
@@ -62,8 +54,8 @@ def estimate(space: SearchSpace, concurrent: int) -> Estimate:
     trials = space.num_samples + (space.finalists or 0) * space.finalist_seeds
     running = max(1, min(concurrent, space.num_samples))
     needed = trials * largest + running * STATE_TO_WEIGHTS * largest + SLACK_BYTES
-    how = (f"{trials} trials x best weights up to {_human(largest)} + {running} running x resumable state "
-           f"{_human(STATE_TO_WEIGHTS * largest)} + {_human(SLACK_BYTES)}")
+    how = (f"{trials} trials x best weights up to {human_bytes(largest)} + {running} running x resumable state "
+           f"{human_bytes(STATE_TO_WEIGHTS * largest)} + {human_bytes(SLACK_BYTES)}")
     return Estimate(needed, how)
 
 
@@ -74,26 +66,14 @@ def storage_warning(storage: str, est: Estimate) -> str | None:
     free = shutil.disk_usage(storage).free
     if free >= est.needed:
         return None
-    return (f"--storage {storage} has {_human(free)} free; this search may need about {_human(est.needed)} "
+    return (f"--storage {storage} has {human_bytes(free)} free; this search may need about {human_bytes(est.needed)} "
             f"({est.how}): free space, or pass --storage on a larger disk")
-
-
-def folder_bytes(folder: Path) -> int:
-    """Bytes of every file under ``folder`` (links not followed)."""
-    total = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def size_line(folder: Path) -> str:
     """The experiment folder's size, and how much of it is best weights."""
     best = sum(p.stat().st_size for p in folder.rglob("best_model.pt"))
-    return f"experiment folder {_human(folder_bytes(folder))} on disk, {_human(best)} of it best-by-val weights"
+    return f"experiment folder {human_bytes(folder_bytes(folder))} on disk, {human_bytes(best)} of it best-by-val weights"
 
 
 class ReleaseResumableState(tune.Callback):

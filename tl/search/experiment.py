@@ -51,12 +51,17 @@ class StopSignals:
         os.kill(os.getpid(), signal.SIGUSR1)
 
 
+def default_name(space_file: str) -> str:
+    """An experiment's name when ``--name`` gives none: the space file's stem and the time, to the second."""
+    return f"{Path(space_file).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+
+
 class Experiment:
     """Where this search lives: its name, the storage root and (local storage) its folder."""
 
     def __init__(self, args: argparse.Namespace):
         self.storage = check_storage(args.storage)
-        self.name = args.name or f"{Path(args.space).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        self.name = args.name or default_name(args.space)
         self.folder = Path(self.storage) / self.name if "://" not in self.storage else None
         self.where = f"{self.storage}/{self.name}"
         if args.resume and self.folder is not None and not (self.folder / SEARCH_FILE).exists():
