@@ -28,8 +28,9 @@ from tl.core.finalists import ensemble_figures
 from tl.core.headline import ORDINAL_TEST_METRICS, no_finding_accuracy
 from tl.core.results.split_audit import train_copies
 from tl.core.metrics import best_balanced_threshold
+from tl.core.cv import cv_column
 from tl.core.recommend import (
-    TOP_K, Recommendation, describe, recommend, recommendation_lines, recommended_predictions,
+    FOLD_ENSEMBLE, TOP_K, Recommendation, describe, recommend, recommendation_lines, recommended_predictions,
 )
 from tl.core.results import (EXPLAIN_DIR, GRADCAM_GRID, GRADCAM_RECORD, VAL_PREDICTIONS, Experiment, Predictions,
                              dataset_record, positive_index)
@@ -66,10 +67,12 @@ def figures_with_intervals(exp: Experiment, test: Predictions, *, n_resamples: i
 
 def figures_row(rec: Recommendation, test: Predictions, found: dict) -> pd.DataFrame:
     """One row: the model, its members, its val figure and its test figures (``found``) with intervals."""
-    row = {"model": describe(rec), "kind": rec.kind, "trials": ", ".join(rec.trials), rec.metric: rec.val,
+    # a fold ensemble was chosen on its out-of-fold figure (cv_acc), with a standard error, not a val split's
+    chosen_on, spread = (cv_column(rec.metric), "se") if rec.kind == FOLD_ENSEMBLE else (rec.metric, "std")
+    row = {"model": describe(rec), "kind": rec.kind, "trials": ", ".join(rec.trials), chosen_on: rec.val,
            "n": found["n"]}
     if not np.isnan(rec.val_std):
-        row[f"{rec.metric}_std"] = rec.val_std
+        row[f"{chosen_on}_{spread}"] = rec.val_std
     for name in (*HEADLINE_TEST_METRICS, *ORDINAL_TEST_METRICS):
         if name in found:
             row.update({name: found[name], f"{name}_low": found[f"{name}_low"],

@@ -1,25 +1,27 @@
 """The report as sections of text, tables and figures, rendered to Markdown or one HTML page.
 
 The HTML page is self-contained: inline CSS, PNGs embedded as base64 data URIs, no scripts,
-so it reads offline and can be mailed as one file.
+so it reads offline and can be mailed as one file. Its renderer (``Section``, ``html_table``,
+``section_id``, ``render_html``) lives in ``tl.core.html_report``, shared with ``tl.evaluate``'s page;
+the names stay importable from here.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import re
 from pathlib import Path
-from typing import Mapping, NamedTuple
+from typing import Mapping
 
 import pandas as pd
 
 from analysis.diagnostics import precedence_text, thresholds_frame
 from analysis.formatting import format_frame, format_value, markdown_table
 from analysis.report_data import ReportData
+from analysis.subgroups_section import subgroups_parts
+from analysis.shift_section import shift_section_parts
 from tl.core.choice import rule_text
 from tl.core.columns import HEADLINE_TEST_METRICS, TEST_ACC, TEST_AUC
 from tl.core.headline import ORDINAL_TEST_METRICS
+from tl.core.html_report import Section, html_table, render_html as _render_html, section_id  # noqa: F401
 from tl.core.finalists import finalist_lines
 from tl.core.recommend import FINALIST_ENSEMBLE
 from tl.core.results import dataset_record
@@ -44,15 +46,6 @@ FIGURES = {
 TOP_COLUMNS = ["trial", "experiment", "backbone", "freeze", "weights", "lr", "batch_size",
                "epochs_run", "status", "best_val_acc", TEST_ACC, TEST_AUC, "wall_time_s",
                "verdict"]
-
-
-class Section(NamedTuple):
-    """One report section: paragraphs, (caption, text table) pairs and figure names."""
-
-    title: str
-    paragraphs: list[str]
-    tables: list[tuple[str, pd.DataFrame]]
-    figures: list[str]
 
 
 def top_table(data: ReportData) -> pd.DataFrame:
@@ -331,9 +324,12 @@ def report_sections(data: ReportData) -> list[Section]:
                 f"target = final {data.metric}; ASHA-stopped trials are left out (their final "
                 "value reflects a smaller budget)." if not importance.note else importance.note)
     finalists = [_finalists_section(data)] if data.finalists is not None else []
+    parts = subgroups_parts(data)
+    subgroups = [Section(*parts, [])] if parts is not None else []
     return [
         recommended_section(data),
         _calibration_section(data),
+        *subgroups,
         *finalists,
         _overview(data),
         _data_section(data),
@@ -349,6 +345,7 @@ def report_sections(data: ReportData) -> list[Section]:
         _comparisons_section(data.comparisons, data.task == "multilabel"),
         Section("Repeated seeds", [] if seeds else
                 ["No configuration was run with more than one seed."], seeds, []),
+        Section(*shift_section_parts(data.shift)),
         Section("Overfitting diagnostics", [
             "train-val gap = final train acc - final val acc; val loss rise = (final - lowest val "
             "loss) / lowest; val acc std (last 3) = sample std of the last 3 val accuracies; "
@@ -379,57 +376,7 @@ def render_markdown(sections: list[Section], image_files: Mapping[str, str], tit
     return "\n\n".join(parts) + "\n"
 
 
-# A formatted number ("0.912", "+0.150 [+0.100, +0.200]", "11,000,000", "1.2e-09", "4/10", "-").
-_NUMBER = re.compile(r"^(-|[+-]?[\d,]*\.?\d+(e[+-]?\d+)?(/\d+)?( \[.*\])?)$")
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1.5em; max-width: 1400px;
-       color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 2em; }
-p { overflow-wrap: anywhere; max-width: 110ch; }
-#recommended-model p.warning { color: #8a4b00; }
-.scroll { overflow-x: auto; max-width: 100%; }
-table { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0 1em; }
-th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: left; white-space: nowrap; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
-figure { margin: 1em 0; } img { max-width: 100%; } figcaption { font-size: 0.85em; color: #555; }
-"""
-
-
-def html_table(frame: pd.DataFrame) -> str:
-    """Return ``frame`` (already text) as an escaped HTML table, numeric cells right-aligned."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    rows = []
-    for row in frame.itertuples(index=False):
-        cells = "".join(f'<td class="num">{html.escape(str(v))}</td>' if _NUMBER.match(str(v))
-                        else f"<td>{html.escape(str(v))}</td>" for v in row)
-        rows.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def section_id(title: str) -> str:
-    """The HTML id of a section: its title in lower case, words joined by hyphens."""
-    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
-
-
 def render_html(sections: list[Section], images: Mapping[str, bytes], title: str) -> str:
-    """Return the report as one self-contained HTML page (``images``: figure name -> PNG bytes)."""
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
-    for section in sections:
-        parts.append(f'<section id="{section_id(section.title)}"><h2>{html.escape(section.title)}</h2>')
-        parts += [f'<p class="warning">{html.escape(p)}</p>' if p.startswith("Warning:") else f"<p>{html.escape(p)}</p>"
-                  for p in section.paragraphs]
-        for caption, table in section.tables:
-            if caption:
-                parts.append(f"<h3>{html.escape(caption)}</h3>")
-            parts.append(f'<div class="scroll">{html_table(table)}</div>')
-        for name in (f for f in section.figures if f in images):
-            data = base64.b64encode(images[name]).decode("ascii")
-            parts.append(f'<figure><img src="data:image/png;base64,{data}" '
-                         f'alt="{html.escape(FIGURES[name])}"><figcaption>'
-                         f"{html.escape(FIGURES[name])}</figcaption></figure>")
-        parts.append("</section>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    """Return the report as one self-contained HTML page (``images``: figure name -> PNG bytes), each
+    figure captioned by ``FIGURES`` (the renderer: ``tl.core.html_report``)."""
+    return _render_html(sections, images, title, FIGURES)

@@ -14,6 +14,7 @@ from analysis.diagnostics import diagnose_trials
 from analysis.errors import AnalysisError
 from analysis.importance import Importance, param_importances
 from analysis.recommended import Recommended, build_recommended, top_k_row, warnings_for
+from analysis.shift_section import Shift, build_shift
 from analysis.tables import GROUP_COLUMNS, best_per_group, check_group_by, group_members, seed_repeats
 from tl.core.calibration import TARGET_SENSITIVITY
 from tl.core.choice import rank_trials
@@ -23,6 +24,7 @@ from tl.core.results import (
 )
 from tl.core.results.split_audit import SplitAudit, read_split_audits
 from tl.core.stats import N_RESAMPLES, SEED
+from tl.core.subgroups import Subgroups, recommended_subgroups
 
 
 class ReportData(NamedTuple):
@@ -52,6 +54,8 @@ class ReportData(NamedTuple):
     task: str = ""  # the dataset's task (tl.core.tasks), "" for experiments from before it was recorded
     warnings: list[str] = []  # what the first screen warns about (leaks, shift, close call, seed spread)
     paths: list[Path] = []  # the experiment folders, as given
+    shift: Shift | None = None  # why test differs from val, for the recommended model (shift.csv)
+    subgroups: Subgroups | None = None  # the recommended model per test subgroup (None: searched without them)
 
 
 def _class_names(exp: Experiment) -> list[str]:
@@ -125,4 +129,7 @@ def build_report_data(paths: Sequence[Path], *, group_by: Sequence[str] | None =
         notes=list(exp.notes), audits=audits, recommended=recommended, finalists=finalists,
         top_k=top_k_row(loaded, ensemble, **kw), task=task, warnings=warnings_for(recommended, audits, finalists),
         paths=[Path(p) for p in paths],
+        shift=build_shift(recommended, Path(paths[0]), class_names, positive),
+        subgroups=recommended_subgroups([Path(p) for p in paths], recommended.test, task=task or None,
+                                        positive=positive, **kw) if recommended is not None else None,
     )

@@ -7,7 +7,8 @@ Experiments on several datasets (different test splits or classes) get one repor
 dataset table (``recipes_by_dataset.csv``); nothing ranks trials of two datasets together.
 
 Writes summary.csv (tidy trial x epoch frame; summary.parquet too when pyarrow imports),
-trials.csv, groups.csv, comparisons.csv, chosen.csv, diagnostics.csv (finalists.csv,
+trials.csv, groups.csv, comparisons.csv, chosen.csv, diagnostics.csv (subgroups.csv after a search with
+--subgroup-columns; finalists.csv,
 finalist_trials.csv and finalist_ensemble.csv after a finalist stage), PNG figures, summary.md and a
 self-contained report.html into --out, and prints the best tables.
 """
@@ -31,6 +32,7 @@ from analysis.report import (
     calibration_table, comparisons_table, figures_table, render_html, render_markdown, report_sections, top_table,
 )
 from analysis.report_data import ReportData, build_report_data
+from analysis.subgroups_section import subgroups_parts
 from analysis.tables import GROUP_COLUMNS, epochs_run_counts
 from tl.core.across import RECIPE_COLUMNS, across_lines, folder_label, group_by_dataset, recipes_by_dataset
 from tl.core.errors import TLError
@@ -108,6 +110,8 @@ def _write_frames(data: ReportData, out: Path) -> list[Path]:
               "diagnostics": data.diagnostics}
     if data.recommended is not None:  # the model tl.export ships, its test figures with intervals
         frames["chosen"] = data.recommended.figures
+    if data.shift is not None:  # why its test figure differs from val: prevalence, image shift, calibration
+        frames["shift"] = data.shift.diagnosis.frame
     if len(data.seeds):
         frames["seeds"] = data.seeds
     if data.finalists is not None:  # per recipe (winner first), per finalist trial, the ensemble
@@ -115,6 +119,8 @@ def _write_frames(data: ReportData, out: Path) -> list[Path]:
                       finalist_ensemble=data.finalists.ensemble)
     if data.audits:
         frames["split_audit"] = pd.concat([a.counts for a in data.audits], ignore_index=True)
+    if data.subgroups is not None and len(data.subgroups.frame):  # the recommended model per test subgroup
+        frames["subgroups"] = data.subgroups.frame
     written = []
     for name, frame in frames.items():
         frame.to_csv(out / f"{name}.csv", index=False)
@@ -175,6 +181,17 @@ def print_summary(data: ReportData, written: Sequence[Path]) -> None:
             if rec.calibration is not None:
                 print("\nCalibration (fitted on val, measured on test):")
                 print(calibration_table(rec.calibration.figures).to_string(index=False))
+            if data.shift is not None:  # why test differs from val (shift.csv)
+                print(f"\nWhy test differs from val: {data.shift.diagnosis.sentence}")
+                if data.shift.domain_note:
+                    print(data.shift.domain_note)
+            parts = subgroups_parts(data)  # the section the report shows, less its rule
+            if parts is not None:
+                title, paragraphs, tables = parts
+                print(f"\n{title} (recommended model):")
+                print("\n".join(paragraphs[1:] if tables else paragraphs))
+                for _, table in tables:
+                    print(table.to_string(index=False))
         if len(data.comparisons):
             print("\nPaired comparisons (test accuracy, A - B with 95% CI, McNemar exact p; multilabel: "
                   "mean AUC, no McNemar):")

@@ -15,6 +15,7 @@ import pytest
 from tl.data import load_dataset, load_image_folder, load_npz_splits
 from tl.core.errors import TLError
 from tl.data.carve import group_split, strata_for_folds
+from tl.data.folds import assignment_for, check_folds, fold_arrays
 from tl.data.groups import KERMANY_REGEX, group_overlap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,12 +97,14 @@ def test_thin_strata_pool_and_a_thick_pool_stays_stratified():
     assert none == "" and np.array_equal(same, key), "nothing thin: nothing changes"
 
 
-def test_chexpert_layout_with_thin_findings_carves_by_patient(tmp_path: Path, small_data_dir: Path):
+FINDINGS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+
+
+def chexpert_table(tmp_path: Path, small_data_dir: Path) -> Path:
     """Issue 25's table: CheXpert's layout (the patient in the path), five finding columns with 1, 0, -1
-    and blanks, few patients, findings held by one or two of them. Grouped, it carves (it used to stop
-    with 'too few groups to stratify a 15% carve'), disjoint by patient, and says what it pooled."""
+    and blanks, 40 patients of 2 studies each, findings held by one or two of them."""
     sources = sorted((small_data_dir / "nih_cxr14_small" / "images").glob("*.png"))
-    findings = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+    findings = FINDINGS
     release = tmp_path / "CheXpert-v1.0-small"
     rows = []
     for i in range(80):  # 40 patients x 2 studies
@@ -118,8 +121,14 @@ def test_chexpert_layout_with_thin_findings_carves_by_patient(tmp_path: Path, sm
     table = release / "train.csv"
     with open(table, "w", newline="") as f:
         csv.writer(f).writerows([["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *findings], *rows])
+    return table
 
-    arrays = load_dataset(str(table), 16, groups=r"(patient\d+)", table={"labels": findings}, use_cache=False)
+
+def test_chexpert_layout_with_thin_findings_carves_by_patient(tmp_path: Path, small_data_dir: Path):
+    """Grouped, the CheXpert-layout table carves (it used to stop with 'too few groups to stratify a
+    15% carve'), disjoint by patient, says what it pooled; and it cuts into 5 patient-disjoint folds."""
+    table = chexpert_table(tmp_path, small_data_dir)
+    arrays = load_dataset(str(table), 16, groups=r"(patient\d+)", table={"labels": FINDINGS}, use_cache=False)
 
     assert arrays.task == "multilabel" and sum(len(arrays.labels[s]) for s in ("train", "val", "test")) == 80
     by_split = {s: {re.search(r"patient\d+", n).group(0) for n in arrays.names[s]} for s in ("train", "val", "test")}
@@ -128,6 +137,17 @@ def test_chexpert_layout_with_thin_findings_carves_by_patient(tmp_path: Path, sm
     notes = [c.get("strata_note", "") for c in arrays.split_record["carved"].values()]
     assert any("Consolidation" in n and "Edema" in n for n in notes), notes
     assert (arrays.labels["train"] == -1).any(), "uncertain labels are kept for the policy to apply"
+
+    lines = check_folds(str(table), None, 5, 0, groups=r"(patient\d+)", table={"labels": FINDINGS})
+    assert "stratified by label and patient" in lines[0] and not any("official val" in line for line in lines)
+    folds, _ = assignment_for(arrays, 5, 0)
+    patients = np.array([re.search(r"patient\d+", n).group(0) for n in [*arrays.names["train"], *arrays.names["val"]]])
+    assert sorted(set(folds)) == [0, 1, 2, 3, 4] and len(folds) == len(patients)
+    assert all(len(set(folds[patients == p])) == 1 for p in set(patients)), "a patient in two folds"
+    fold = fold_arrays(arrays, 5, 2, 0)
+    assert not {re.search(r"patient\d+", n).group(0) for n in fold.names["val"]} & \
+        {re.search(r"patient\d+", n).group(0) for n in fold.names["train"]}
+    assert fold.names["test"] == arrays.names["test"], "test is never in a fold"
 
 
 def test_regex_without_capture_group_or_matching_nothing_fails_naming_a_file(kermany_subset: Path):
@@ -155,10 +175,10 @@ def test_grouped_and_ungrouped_carves_have_their_own_cache_entries(kermany_subse
     plain = load_dataset(str(kermany_subset), 16, seed=0)
     grouped = load_dataset(str(kermany_subset), 16, seed=0, groups=KERMANY_REGEX)
     assert plain.fingerprint != grouped.fingerprint, "the feature cache keys on this fingerprint"
-    plain_file, grouped_file = (Path(a.images["val"].filename) for a in (plain, grouped))
-    # One decode store (the grouping is not part of its key), a split folder per carve.
-    assert plain_file.parents[2] == grouped_file.parents[2], (plain_file, grouped_file)
-    assert plain_file.parent != grouped_file.parent, "each carve has its own split arrays"
+    # One decode store (the grouping is not part of its key), each carve its own rows of it.
+    assert plain.images["val"].chunks == grouped.images["val"].chunks, "one store"
+    assert plain.fingerprint.split("-")[-1] != grouped.fingerprint.split("-")[-1], "a carve key each"
+    assert not np.array_equal(plain.images["val"].rows, grouped.images["val"].rows), "each carve has its own rows"
     again = load_dataset(str(kermany_subset), 16, seed=0, groups=KERMANY_REGEX)
     assert again.names["val"] == grouped.names["val"] and "groups" in again.split_record
     assert not _patients(again.names["train"]) & _patients(again.names["val"])

@@ -273,6 +273,6 @@ def test_finalist_counts_in_the_file_must_be_integers_of_at_least_one(tmp_path: 
 
 
 def test_finalists_are_off_by_default_and_read_from_the_file(space, tmp_path: Path):
-    assert space.finalists is None and space.finalist_seeds == 3
+    assert space.finalists is None and space.seeds_per_recipe() == 3 and space.cv is None
     loaded = load_space(_with(tmp_path, "FINALISTS = 3\nFINALIST_SEEDS = 5"))
     assert (loaded.finalists, loaded.finalist_seeds) == (3, 5)

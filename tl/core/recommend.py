@@ -19,7 +19,8 @@ import pandas as pd
 from tl.core.choice import rank_trials
 from tl.core.columns import is_tested, split_metric, tested_rows
 from tl.core.errors import TLError
-from tl.core.finalists import ensemble_figures, finalist_runs, recipe_summary, winner_members
+from tl.core.cv import cv_column, out_of_fold_predictions
+from tl.core.finalists import ensemble_figures, finalist_runs, stage_recipes, winner_members
 from tl.core.headline import headline_parts
 from tl.core.results.files import (
     RECIPE_KEY, SOURCE_KEY, TEST_PREDICTIONS, Predictions, dataset_record, mean_predictions, positive_index,
@@ -29,8 +30,8 @@ from tl.core.results.load import Experiment, split_stages
 from tl.core.results.rows import rank_column, trial_table
 from tl.core.stats import CI_LEVEL, N_RESAMPLES, SEED
 
-FINALIST_ENSEMBLE, SINGLE_PICK, TRIAL_ASKED, TOP_K = (
-    "finalist seed ensemble", "single pick", "trial asked for", "top-k ensemble")
+FINALIST_ENSEMBLE, FOLD_ENSEMBLE, SINGLE_PICK, TRIAL_ASKED, TOP_K = (
+    "finalist seed ensemble", "cross-validated fold ensemble", "single pick", "trial asked for", "top-k ensemble")
 RECIPE_KEYS = ("backbone", "weights", "freeze", "freeze_fraction", "lr", "batch_size", "weight_decay",
                "image_size", "epochs")
 
@@ -151,21 +152,25 @@ def _asked(exp: Experiment, trial: str, metric: str, mode: str, column: str) -> 
 
 def _finalist(exp: Experiment, stage: Experiment, metric: str, mode: str) -> Recommendation | None:
     runs = finalist_runs(stage)
-    recipes = recipe_summary(runs, rank_column(metric), mode)
+    recipes, _ = stage_recipes(stage, runs, n_resamples=200)  # the SE is not needed here
     if not len(recipes) or not recipes["winner"].iloc[0]:
         return None
+    folds = cv_column(metric) in recipes.columns
+    value, spread = (cv_column(metric), f"{cv_column(metric)}_se") if folds else ("val_mean", "val_std")
     winner = recipes.iloc[0]
     members = winner_members(runs, int(winner[RECIPE_KEY]), stage.predictions)
     if not members:
         return None
     runner = None
-    if len(recipes) > 1 and pd.notna(recipes["val_mean"].iloc[1]):
+    if len(recipes) > 1 and pd.notna(recipes[value].iloc[1]):
         second = recipes.iloc[1]
         source = runs.loc[runs[RECIPE_KEY] == second[RECIPE_KEY], SOURCE_KEY]
         label = f"recipe {int(second[RECIPE_KEY])}" + (f" (search trial {source.iloc[0]})" if len(source) else "")
-        runner = _runner_up(label, float(winner["val_mean"]), float(second["val_mean"]), metric, mode, exp.meta)
-    return Recommendation(FINALIST_ENSEMBLE, members, _dirs(exp, members), _recipe(exp, members[0]), metric, mode,
-                          float(winner["val_mean"]), float(winner["val_std"]), runner, int(winner[RECIPE_KEY]))
+        runner = _runner_up(label, float(winner[value]), float(second[value]), metric, mode,
+                            exp.meta if not folds else {})
+    return Recommendation(FOLD_ENSEMBLE if folds else FINALIST_ENSEMBLE, members, _dirs(exp, members),
+                          _recipe(exp, members[0]), metric, mode, float(winner[value]), float(winner[spread]), runner,
+                          int(winner[RECIPE_KEY]))
 
 
 def recommended_predictions(rec: Recommendation) -> tuple[Predictions | None, Predictions]:
@@ -184,6 +189,8 @@ def recommended_predictions(rec: Recommendation) -> tuple[Predictions | None, Pr
         tests.append(test)
         vals.append(read_trial_predictions(folder, "val"))
     what = f"the recommended {rec.kind} ({', '.join(rec.trials)})"
+    if rec.kind == FOLD_ENSEMBLE:  # each image's prediction by the fold model that never trained on it
+        return out_of_fold_predictions(rec.trial_dirs), mean_predictions(tests, what)
     val = mean_predictions(vals, what) if all(v is not None for v in vals) else None
     return val, mean_predictions(tests, what)
 
@@ -204,6 +211,9 @@ def describe(rec: Recommendation) -> str:
     if "epochs" in c:
         extras.append(f"{int(c['epochs'])} epochs")
     recipe += (", " + ", ".join(extras)) if extras else ""
+    if rec.kind == FOLD_ENSEMBLE:
+        return (f"finalist recipe {rec.recipe_id}'s cross-validated fold ensemble ({len(rec.trials)} fold models: "
+                f"{', '.join(rec.trials)}): {recipe}")
     if rec.kind == FINALIST_ENSEMBLE:
         return f"finalist recipe {rec.recipe_id}'s seed ensemble ({len(rec.trials)} seeds: {', '.join(rec.trials)}): {recipe}"
     if rec.kind == TOP_K:
@@ -221,8 +231,12 @@ def recommendation_lines(exp: Experiment, rec: Recommendation, *, figures: dict 
     (``copies``: their indices, ``tl.core.results.split_audit.train_copies``), and the runner-up's
     distance on val."""
     lines = [f"recommended model: {describe(rec)}"]
-    spread = f" ± {rec.val_std:.4f} over {len(rec.trials)} seeds" if not math.isnan(rec.val_std) else ""
-    lines.append(f"  chosen on val: {rec.metric} {rec.val:.4f}{spread}")
+    if rec.kind == FOLD_ENSEMBLE:
+        se = f" ± {rec.val_std:.4f} SE" if not math.isnan(rec.val_std) else ""
+        lines.append(f"  chosen out of fold: {cv_column(rec.metric)} {rec.val:.4f}{se} (pooled predictions on train + val)")
+    else:
+        spread = f" ± {rec.val_std:.4f} over {len(rec.trials)} seeds" if not math.isnan(rec.val_std) else ""
+        lines.append(f"  chosen on val: {rec.metric} {rec.val:.4f}{spread}")
     record = dataset_record(exp.meta)
     task = str(record.get("task") or "")
     if figures is None or test is None:
@@ -242,7 +256,8 @@ def recommendation_lines(exp: Experiment, rec: Recommendation, *, figures: dict 
     if rec.runner_up is not None:
         r = rec.runner_up
         images = f", about {r.gap_images:.1f} val images" if r.gap_images is not None else ""
-        lines.append(f"  runner-up: {r.label}, {rec.metric} {r.val:.4f} ({r.gap:.4f} behind{images})")
+        figure = cv_column(rec.metric) if rec.kind == FOLD_ENSEMBLE else rec.metric
+        lines.append(f"  runner-up: {r.label}, {figure} {r.val:.4f} ({r.gap:.4f} behind{images})")
     return lines
 
 
@@ -272,5 +287,5 @@ def _without_copies(task: str, test: Predictions, copies: np.ndarray | None, rec
                     + ", ".join(shown)]
 
 
-__all__ = ["FINALIST_ENSEMBLE", "SINGLE_PICK", "TOP_K", "TRIAL_ASKED", "Recommendation", "RunnerUp", "describe",
+__all__ = ["FINALIST_ENSEMBLE", "FOLD_ENSEMBLE", "SINGLE_PICK", "TOP_K", "TRIAL_ASKED", "Recommendation", "RunnerUp", "describe",
            "recommend", "recommendation_lines", "recommended_predictions"]

@@ -57,6 +57,8 @@ class DatasetArrays:
     split_record: dict = field(default_factory=dict)
     fingerprint: str = ""  # identifies the source data; keys caches derived from it
     names: dict[str, list[str]] = field(default_factory=dict)  # per split: file paths / npz names, if known
+    # per split the patient (group) key of each image, when a grouping is known: folds and bootstraps by patient
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
     task_info: Task | None = None
     # per split the split audit's (dHash, pixel digest) of each image, when the decode store computed them
     image_fingerprints: dict | None = field(default=None, repr=False, compare=False)
@@ -92,17 +94,19 @@ class DatasetArrays:
         if not rows:
             return self
         keep = {s: np.setdiff1d(np.arange(len(self.labels[s])), r) for s, r in rows.items()}
-        images, labels, names = dict(self.images), dict(self.labels), dict(self.names)
+        images, labels, names, groups = dict(self.images), dict(self.labels), dict(self.names), dict(self.groups)
         for s, k in keep.items():
             images[s], labels[s] = np.asarray(self.images[s])[k], np.asarray(self.labels[s])[k]
             if s in names:
                 names[s] = [names[s][i] for i in k]
+            if s in groups:
+                groups[s] = np.asarray(groups[s])[k]
         marks = dict(self.image_fingerprints or {})
         for s, k in keep.items():
             if s in marks:
                 marks[s] = tuple(np.asarray(m)[k] for m in marks[s])
         record = {**self.split_record, "dropped": {"why": why, **{s: int(len(r)) for s, r in rows.items()}}}
-        copy = replace(self, images=images, labels=labels, names=names, split_record=record,
+        copy = replace(self, images=images, labels=labels, names=names, groups=groups, split_record=record,
                        image_fingerprints=marks or self.image_fingerprints)
         copy._fingerprints = {s: f for s, f in self._fingerprints.items() if s not in rows}
         return copy

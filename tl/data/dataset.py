@@ -10,7 +10,7 @@ from pathlib import Path
 from tl.core.tasks import Task, resolve_task
 from tl.data.arrays import DatasetArrays
 from tl.data.imagefolder import list_image_folder
-from tl.data.listing import build_arrays
+from tl.data.listing import Listing, build_arrays
 from tl.data.locate import resolve_dataset_path
 from tl.data.npz import load_npz_splits
 from tl.data.table_source import TableOptions, is_table, list_label_table
@@ -55,25 +55,27 @@ def check_labels(dataset: str, data_dir: str | Path | None = None, *, offline: b
     Raises:
         TLError: what ``load_dataset`` would raise for the labels (a bad table, a task they do not fit).
     """
-    path = resolve_dataset_path(dataset, data_dir, offline)
+    found = list_source(resolve_dataset_path(dataset, data_dir, offline), groups, table)
+    if isinstance(found, DatasetArrays):
+        return found.apply_task(task, positive_class).task_info
+    return resolve_task(found.labels, found.class_names, task=task, positive_class=positive_class,
+                        where=found.name)
+
+
+def list_source(path: Path, groups: str | None, table: dict | None) -> Listing | DatasetArrays:
+    """What a dataset path holds before decoding: a label table's or an image folder's ``Listing``
+    (files, labels, official splits, groups), or an ``.npz``'s arrays (its pixels are the file)."""
     if is_table(path):
-        listing = list_label_table(path, TableOptions.from_mapping(table), groups)
-    elif path.is_file():
-        return load_npz_splits(path, groups).apply_task(task, positive_class).task_info
-    else:
-        listing = list_image_folder(path, groups)
-    return resolve_task(listing.labels, listing.class_names, task=task, positive_class=positive_class,
-                        where=listing.name)
+        return list_label_table(path, TableOptions.from_mapping(table), groups)
+    if path.is_file():
+        return load_npz_splits(path, groups)
+    return list_image_folder(path, groups)
 
 
 def _load_arrays(dataset, image_size, data_dir, offline, seed, skip_bad, use_cache, groups, table) -> DatasetArrays:
     path = resolve_dataset_path(dataset, data_dir, offline)
-    if is_table(path):
-        listing = list_label_table(path, TableOptions.from_mapping(table), groups)
-    elif path.is_file():
-        arrays = load_npz_splits(path, groups)
-        arrays.fingerprint = _fingerprint(path)
-        return arrays
-    else:
-        listing = list_image_folder(path, groups)
-    return build_arrays(listing, image_size, seed=seed, skip_bad=skip_bad, use_cache=use_cache)
+    found = list_source(path, groups, table)
+    if isinstance(found, DatasetArrays):
+        found.fingerprint = _fingerprint(path)
+        return found
+    return build_arrays(found, image_size, seed=seed, skip_bad=skip_bad, use_cache=use_cache)

@@ -109,7 +109,7 @@ def read_label_table(path, *, path_column=None, labels=None, no_finding="No Find
             ambiguous image, bad label value, disagreeing duplicates, unknown split, ...).
     """
     source = Path(path).expanduser().absolute()
-    columns, cells, lines = _read_table(source)
+    columns, cells, lines = read_table(source)
     root = Path(image_root).expanduser().absolute() if image_root is not None else source.parent
     if not root.is_dir():
         raise TLError(f"image root {root} is not a folder")
@@ -126,7 +126,7 @@ def read_label_table(path, *, path_column=None, labels=None, no_finding="No Find
     values, class_names, multilabel, blank, label_record = _parse_labels(source, label_items, columns, cells, lines,
                                                                         no_finding)
     group_col = None
-    if group_column is not None and _find_column(group_column, columns) is not None:
+    if group_column is not None and find_column(group_column, columns) is not None:
         group_col = _column(group_column, columns, source, "group column")
     row_groups = np.array(cells[group_col], dtype=object) if group_col else None
     split_col = _column(split_column, columns, source, "split column") if split_column is not None else None
@@ -167,7 +167,7 @@ def read_label_table(path, *, path_column=None, labels=None, no_finding="No Find
 # the table itself
 
 
-def _read_table(path: Path) -> tuple[list[str], dict[str, list[str]], list[int]]:
+def read_table(path: Path) -> tuple[list[str], dict[str, list[str]], list[int]]:
     """Return the stripped column names, each column's stripped cells, and each row's file line."""
     delimiter = {".csv": ",", ".tsv": "\t"}.get(path.suffix.lower())
     if delimiter is None:
@@ -205,7 +205,7 @@ def _read_table(path: Path) -> tuple[list[str], dict[str, list[str]], list[int]]
     return list(cells), cells, lines
 
 
-def _find_column(requested: str, columns: list[str]) -> str | None:
+def find_column(requested: str, columns: list[str]) -> str | None:
     want = requested.strip()
     exact = [c for c in columns if c == want]
     if len(exact) == 1:
@@ -215,7 +215,7 @@ def _find_column(requested: str, columns: list[str]) -> str | None:
 
 
 def _column(requested: str, columns: list[str], table: Path, what: str) -> str:
-    found = _find_column(str(requested), columns)
+    found = find_column(str(requested), columns)
     if found is None:
         raise TLError(f"{table}: no {what} {str(requested).strip()!r}; the table's columns: {_listing(columns)}")
     return found

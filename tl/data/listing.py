@@ -43,8 +43,12 @@ def decode_splits(files: dict[str, list[Path]], image_size: int, skip_bad: bool,
                         cache=cache_dir() / "decoded" if use_cache else None)
 
 
+VAL_FRACTION, TEST_FRACTION = 0.1, 0.15  # what is carved out of train when a dataset ships no val or test
+
+
 def build_arrays(listing: Listing, image_size: int, *, seed: int = 0, skip_bad: bool = False,
-                 val_fraction: float = 0.1, test_fraction: float = 0.15, use_cache: bool = True) -> DatasetArrays:
+                 val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION,
+                 use_cache: bool = True) -> DatasetArrays:
     """Carve, decode and record: the ``DatasetArrays`` of a listing at ``image_size``.
 
     The split record holds the seed, what was carved (fractions, files), the groups of each split,
@@ -71,4 +75,5 @@ def build_arrays(listing: Listing, image_size: int, *, seed: int = 0, skip_bad: 
     names = {s: [relative_name(p, listing.root) for p in files[s]] for s in SPLITS}
     return DatasetArrays(listing.name, stored.images, {s: labels[s] for s in SPLITS}, listing.class_names, record,
                          fingerprint=f"{listing.name}-{stored.key}", names=names,
+                         groups={s: np.asarray(groups[s]) for s in SPLITS if s in groups},
                          image_fingerprints=stored.fingerprints)

@@ -69,8 +69,9 @@ def load_npz_splits(path: Path, groups: str | None = None) -> DatasetArrays:
                           f"only {', '.join(npz.files)}")
         keys, missed = groups_from_regex([n for s in SPLITS for n in names[s]], groups)
         bounds = np.cumsum([0] + [len(names[s]) for s in SPLITS])
-        record["groups"] = groups_record({s: keys[bounds[i]:bounds[i + 1]] for i, s in enumerate(SPLITS)},
-                                         f"regex {groups}", missed)
-    return DatasetArrays(name, images, labels, list(class_names), record, names=names)
+        per_split = {s: keys[bounds[i]:bounds[i + 1]] for i, s in enumerate(SPLITS)}
+        record["groups"] = groups_record(per_split, f"regex {groups}", missed)
+    return DatasetArrays(name, images, labels, list(class_names), record, names=names,
+                         groups=per_split if groups else {})
 
 

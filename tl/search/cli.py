@@ -17,20 +17,27 @@ import sys
 from dataclasses import dataclass
 
 from tl.core.errors import TLError
+from tl.core.no_space import NO_SPACE, is_no_space
+from tl.core.cv import CHOICES
 from tl.core.finalists import parse_count
 from tl.core.results import AUDIT_FILE, write_search_meta
+from tl.core.results.files import SUBGROUPS_FILE
+from tl.core.subgroups import META_KEY as SUBGROUPS_META, write_test_subgroups
 from tl.core.results.split_audit import TRAIN_COPIES
 from tl.core.tasks import check_metric
 from tl.data import load_dataset, resolve_dataset_path
 from tl.data.audit import audit_lines, audit_splits, save_pairs
 from tl.data.dataset import check_labels
+from tl.data.folds import check_folds, check_k
+from tl.data.subgroups import SubgroupPlan, plan_subgroups, subgroups_of_test
 from tl.data.table_source import add_table_arguments, table_options_from_args
 from tl.search.console import (PREFIX, LiveView, dataset_summary, resume_command, run_options, set_restored_options,
                                space_summary)
 from tl.search.datasets import datasets_to_search, run_on_datasets
-from tl.search.disk import ReleaseResumableState, estimate, size_line, storage_warning
+from tl.search.disk import Estimate, ReleaseResumableState, estimate, size_line, storage_warning
+from tl.search.full_disk import FullDiskStop, StorageFull
 from tl.search.experiment import Experiment, StopSignals
-from tl.search.finalist_stage import run_finalist_stage
+from tl.search.finalist_stage import CV_FINALISTS, run_finalist_stage
 from tl.search.nodes import check_cluster_paths
 from tl.search.ranking import print_outcome, ranked_results
 from tl.search.space import SAMPLERS, SearchSpace, apply_overrides, grid_configs, load_space, pin_uncertain
@@ -67,6 +74,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                      "splits become disjoint by group (overrides the file's GROUPS)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="pin one parameter (repeatable)")
     add_table_arguments(p)
+    g = p.add_argument_group("subgroups of test (the report's figures per subgroup; they never steer the search)")
+    g.add_argument("--subgroup-columns", metavar="COL[,COL...]",
+                   help="label-table columns (numbers such as age binned into bands) or DICOM header keywords "
+                        "(PatientSex, PatientAge, ViewPosition): the report scores the test images per subgroup "
+                        "(overrides the file's SUBGROUP_COLUMNS)")
+    g.add_argument("--subgroup-path", metavar="REGEX",
+                   help="subgroups from each test image's path: each named group (?P<name>...) is a column, else "
+                        "the first group (overrides the file's SUBGROUP_PATH)")
     g = p.add_argument_group("where it runs")
     g.add_argument("--storage", default="./results", help="results root: local path, NFS path or cloud URI")
     g.add_argument("--name", help="experiment name (default: SPACE-TIMESTAMP)")
@@ -90,11 +105,19 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def _add_finalist_args(p: argparse.ArgumentParser) -> None:
     # Strings, checked by tl.core.finalists.parse_count: bad values get one error: line, like every other input.
-    g = p.add_argument_group("finalists over seeds")
+    g = p.add_argument_group("finalists over seeds or folds")
     g.add_argument("--finalists", metavar="K", help="after the search, re-train the top K tested recipes for their "
                                                     "full epochs, no early stopping (overrides the file's FINALISTS)")
-    g.add_argument("--finalist-seeds", metavar="S", help="seeds per finalist, none the search used "
-                                                         "(default: the file's FINALIST_SEEDS, else 3)")
+    g.add_argument("--finalist-seeds", metavar="S", help="seeds per finalist (per fold with --cv), none the search "
+                                                         "used (default: the file's FINALIST_SEEDS, else 3; with --cv 1)")
+    g.add_argument("--cv", metavar="FOLDS", help="finalists by cross-validation: each trains on FOLDS folds of train + "
+                                                 "val (patient-grouped when groups are known) and is ranked on its "
+                                                 "pooled out-of-fold predictions; the winner's fold models are the "
+                                                 "recommended ensemble (overrides the file's CV; --finalists defaults "
+                                                 f"to {CV_FINALISTS})")
+    g.add_argument("--choose", choices=CHOICES, help="with --cv: best (the best out-of-fold figure) or one-se (among "
+                                                     "recipes within one standard error of the best, the cheapest to "
+                                                     "run); default: the file's CHOOSE, else best")
 
 
 def _with_finalist_args(space: SearchSpace, args: argparse.Namespace) -> SearchSpace:
@@ -103,6 +126,15 @@ def _with_finalist_args(space: SearchSpace, args: argparse.Namespace) -> SearchS
         space.finalists = parse_count("--finalists", args.finalists)
     if args.finalist_seeds is not None:
         space.finalist_seeds = parse_count("--finalist-seeds", args.finalist_seeds)
+    if args.cv is not None:
+        try:
+            space.cv = check_k(int(str(args.cv).strip()))
+        except ValueError:
+            raise TLError(f"--cv must be an integer >= 2 (the number of folds), got {args.cv!r}") from None
+    if args.choose is not None:
+        space.choose = args.choose
+    if space.cv and not space.finalists:  # cross-validation is a finalist stage: which recipes it compares
+        space.finalists = CV_FINALISTS
     return space
 
 
@@ -111,6 +143,10 @@ def _space_from_args(args: argparse.Namespace) -> SearchSpace:
     pins = list(args.set)
     if args.dataset:
         space.dataset = args.dataset
+    if args.subgroup_columns is not None:
+        space.subgroup_columns = args.subgroup_columns
+    if args.subgroup_path is not None:
+        space.subgroup_path = args.subgroup_path
     if args.groups is not None:
         space.groups = args.groups
     elif args.group_column is not None:  # a patient column on the command line beats the file's GROUPS regex
@@ -197,6 +233,7 @@ class _Prepared:
     where: Experiment
     weights: dict
     mlflow_uri: str | None
+    subgroups: SubgroupPlan | None = None  # --subgroup-columns / --subgroup-path, checked; for the report only
 
 
 def _check_inputs(args: argparse.Namespace) -> _Prepared:
@@ -212,7 +249,17 @@ def _check_inputs(args: argparse.Namespace) -> _Prepared:
     task = check_labels(space.dataset, args.data_dir, offline=args.offline, groups=space.groups, task=space.task,
                         positive_class=space.positive_class, table=space.fixed.get("table"))
     check_metric(space.metric, task.kind, f"{args.space}: METRIC")
-    return _Prepared(space, where, weights, uri)
+    if space.cv:  # fewer patients than folds, or nothing to fold, stops here: before Ray, nothing written
+        for line in check_folds(space.dataset, args.data_dir, space.cv, args.seed or 0, offline=args.offline,
+                                groups=space.groups, table=space.fixed.get("table")):
+            print(f"{PREFIX} {line}")
+    return _Prepared(space, where, weights, uri, _plan_subgroups(space, args))
+
+
+def _plan_subgroups(space: SearchSpace, args: argparse.Namespace) -> SubgroupPlan | None:
+    """The test subgroups' columns checked against the dataset (an unknown column stops the search here)."""
+    return plan_subgroups(space.dataset, args.data_dir, offline=args.offline, table=space.fixed.get("table"),
+                          columns=space.subgroup_columns, pattern=space.subgroup_path)
 
 
 def _decode_and_audit(space: SearchSpace, args: argparse.Namespace) -> tuple[dict, dict, dict]:
@@ -263,14 +310,23 @@ def _start_experiment(args: argparse.Namespace, p: _Prepared, first, audit: dict
     audit's example pairs; nothing for remote storage, where Ray writes the folder itself."""
     if p.where.folder is None:
         return
+    # each test image's subgroups, in the test split's order, for the report (read before anything is written)
+    subgroups = subgroups_of_test(p.subgroups, first) if p.subgroups is not None else None
     p.where.folder.mkdir(parents=True)
     space = p.space
     write_search_meta(p.where.folder, {
         "space_file": str(args.space), "space": space.echo(), "args": vars(args),
         "metric": space.metric, "mode": space.mode, "max_epochs": space.max_epochs,
         "num_samples": space.num_samples, "dataset": first.describe(), "split_audit": audit,
-        "started": dt.datetime.now().isoformat(timespec="seconds")})
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+        **({SUBGROUPS_META: {**p.subgroups.describe(), "file": SUBGROUPS_FILE, "images": len(subgroups),
+                             "test_fingerprint": first.test_fingerprint}} if subgroups is not None else {})})
     save_pairs(p.where.folder / AUDIT_FILE, audit_pairs)  # thumbnails of duplicate pairs, for the report
+    if subgroups is not None:
+        write_test_subgroups(p.where.folder, subgroups)
+        counts = ", ".join(f"{c} {subgroups[c].nunique()}" for c in p.subgroups.columns)
+        print(f"{PREFIX} subgroups of the {len(subgroups):,} test images ({counts}) in {SUBGROUPS_FILE}: the report "
+              "scores the recommended model on each; they never steer the search")
 
 
 def _tuner(args: argparse.Namespace, p: _Prepared, trainable, callbacks: list):
@@ -290,7 +346,8 @@ def _tuner(args: argparse.Namespace, p: _Prepared, trainable, callbacks: list):
 
 def _fit(tuner, args: argparse.Namespace, p: _Prepared, live: LiveView, argv: list[str], resume_name: str):
     """Run the Tuner. Returns its results, or exit code 130 when it was interrupted (the state is saved
-    and the console says how to ``--resume``)."""
+    and the console says how to ``--resume``). A full ``--storage`` raises ``StorageFull`` (the state
+    saved too: ``tl.search.full_disk``), ending with the command that continues the search."""
     if args.repeatable:
         print(f"{PREFIX} --repeatable: one trial at a time"
               + (", but --time-budget-s ends the search by the clock, so a rerun may get more or fewer trials"
@@ -301,6 +358,8 @@ def _fit(tuner, args: argparse.Namespace, p: _Prepared, live: LiveView, argv: li
     resume_hint = f"  {resume_command(argv, resume_name)}"
     try:
         results = tuner.fit()
+    except StorageFull as exc:  # FullDiskStop stopped the Tuner: its state is saved, the line says how to go on
+        raise exc.with_resume(resume_hint.strip()) from None
     except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its last save
         print(f"\n{PREFIX} interrupted; continue from the last saved state with:\n{resume_hint}")
         return 130
@@ -326,7 +385,11 @@ def _console_callbacks(args: argparse.Namespace, p: _Prepared) -> tuple[LiveView
         # a reporter that never reports prints nothing, and LiveView speaks instead.
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     # For the search and the finalist stage alike: trackers, and a trial's resumable state removed once it ends.
-    trackers = ([mlflow_callback(p.mlflow_uri, p.where.name)] if p.mlflow_uri else []) + [ReleaseResumableState()]
+    # Last: a full disk stops the Tuner, and its on_experiment_end raises after the others have run.
+    full_disk = FullDiskStop(p.where.storage, p.where.name, _storage_estimate(p))
+    full_disk.hold()  # before the experiment folder is written: no room for Ray's last save fails here
+    trackers = ([mlflow_callback(p.mlflow_uri, p.where.name)] if p.mlflow_uri else []) + [ReleaseResumableState(),
+                                                                                          full_disk]
     return live, ([] if args.verbose else [live]) + trackers, trackers
 
 
@@ -353,7 +416,8 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None, resume_n
     status = print_outcome(results, ranked, p.space, p.where.where)
     if status == 0 and p.space.finalists:
         status = run_finalist_stage(trainable, results, ranked, p.space, p.where.where, p.where.folder,
-                                    verbose=args.verbose, trackers=trackers)
+                                    verbose=args.verbose, trackers=trackers,
+                                    arrays=next(iter(datasets.values())), data_seed=args.seed or 0)
     if status == 0:
         _print_recommendation(p.where, p.mlflow_uri, len(results))
     if p.where.folder is not None and p.where.folder.is_dir():
@@ -361,15 +425,21 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None, resume_n
     return status
 
 
-def _warn_if_storage_short(p: _Prepared) -> None:
-    """Before the first trial: warn when --storage has less free space than the search may need."""
+def _storage_estimate(p: _Prepared) -> Estimate:
+    """What the search may write (``tl.search.disk.estimate``), with as many trials at once as Ray's
+    CPUs (and GPUs) allow."""
     import ray
 
     resources = ray.cluster_resources()
     concurrent = int(resources.get("CPU", 1) // p.space.cpus_per_trial)
     if p.space.gpus_per_trial:
         concurrent = min(concurrent, int(resources.get("GPU", 0) // p.space.gpus_per_trial))
-    warning = storage_warning(p.where.storage, estimate(p.space, concurrent))
+    return estimate(p.space, concurrent)
+
+
+def _warn_if_storage_short(p: _Prepared) -> None:
+    """Before the first trial: warn when --storage has less free space than the search may need."""
+    warning = storage_warning(p.where.storage, _storage_estimate(p))
     if warning:
         print(f"{PREFIX} warning: {warning}")
 
@@ -412,6 +482,10 @@ def _check_dataset(args: argparse.Namespace) -> None:
     task = check_labels(space.dataset, args.data_dir, offline=args.offline, groups=space.groups, task=space.task,
                         positive_class=space.positive_class, table=space.fixed.get("table"))
     check_metric(space.metric, task.kind, f"{args.space}: METRIC ({space.dataset})")
+    if space.cv:
+        check_folds(space.dataset, args.data_dir, space.cv, args.seed or 0, offline=args.offline,
+                    groups=space.groups, table=space.fixed.get("table"))
+    _plan_subgroups(space, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,4 +499,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_search(args, argv)
     except TLError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a write of ours on a full disk (Ray's on --storage are FullDiskStop's)
+        if not is_no_space(exc):
+            raise
+        where = getattr(exc, "filename", None) or f"--storage {args.storage} or the cache (TL_CACHE_DIR)"
+        print(f"error: the disk is full ({NO_SPACE}) writing {where}: free space there and run the command "
+              "again (with --resume if the experiment had started)", file=sys.stderr)
         return 2

@@ -243,6 +243,11 @@ class LiveView(tune.Callback):
                     f" | {trial.error_file}")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
+        from tl.search.full_disk import trial_ran_out_of_space
+
+        if trial_ran_out_of_space(trial):  # FullDiskStop stops the search before any retry: say so
+            self._print(f"{PREFIX} trial {trial.trial_id} failed: storage full; not retried, the search stops")
+            return
         checkpoint = trial.checkpoint
         where = f"from checkpoint {Path(checkpoint.path).name}" if checkpoint else "from scratch"
         self._print(f"{PREFIX} trial {trial.trial_id} failed ({_last_error_line(trial)}); retrying {where}")

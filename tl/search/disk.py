@@ -51,7 +51,7 @@ def estimate(space: SearchSpace, concurrent: int) -> Estimate:
     """The search's peak footprint: every trial's best weights kept (the largest backbone's, an upper
     bound), plus the resumable state of the trials running at once, plus the finalists, plus slack."""
     largest = max(weights_bytes(b) for b in space.backbones)
-    trials = space.num_samples + (space.finalists or 0) * space.finalist_seeds
+    trials = space.num_samples + space.stage_trials()
     running = max(1, min(concurrent, space.num_samples))
     needed = trials * largest + running * STATE_TO_WEIGHTS * largest + SLACK_BYTES
     how = (f"{trials} trials x best weights up to {human_bytes(largest)} + {running} running x resumable state "

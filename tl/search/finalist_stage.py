@@ -10,20 +10,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from tl.core.finalists import finalist_configs, finalist_seeds
 from tl.core.results import ERROR_FILE, FINALIST_DIR, RECIPE_KEY, update_search_meta
+from tl.core.results.files import FOLD_KEY
+from tl.data.folds import POOLED, assignment_for
 from tl.search.space import points_param_space
 
 PLAN_KEY = "finalists"  # the plan's record in tl_search.json
+CV_FINALISTS = 3  # recipes --cv cross-validates when neither --finalists nor FINALISTS says
 
 
-def plan_finalists(results, ranked: list, k: int, n_seeds: int) -> tuple[list[dict], dict, list[str]]:
+def plan_finalists(results, ranked: list, k: int, n_seeds: int,
+                   folds: dict | None = None) -> tuple[list[dict], dict, list[str]]:
     """Return (trial configs, the plan to record, lines to print) for the top ``k`` tested trials.
 
     Args:
         results: every search Result (their seeds are the ones finalists must not reuse).
         ranked: ``tl.search.ranking.ranked_results``: (trial id, Result, best val, tested), best first.
-        k, n_seeds: recipes and seeds per recipe asked for; fewer recipes when fewer were tested.
+        k, n_seeds: recipes and seeds per recipe (per fold) asked for; fewer recipes when fewer were tested.
+        folds: ``--cv``: the folds' record (``k``, ``seed``, ``choose``, ...): one trial per recipe, fold and seed.
     """
     tested = [(trial, result, best) for trial, result, best, was_tested in ranked if was_tested]
     chosen = tested[:k]
@@ -32,16 +39,50 @@ def plan_finalists(results, ranked: list, k: int, n_seeds: int) -> tuple[list[di
         lines.append(f"--finalists {k}: only {len(tested)} search trial(s) ran all their epochs and were tested; "
                      f"re-training {len(chosen)}")
     seeds = finalist_seeds([r.config.get("seed", 0) for r in results if r.config], n_seeds)
-    configs = finalist_configs([r.config for _, r, _ in chosen], [t for t, _, _ in chosen], seeds)
+    configs = finalist_configs([r.config for _, r, _ in chosen], [t for t, _, _ in chosen], seeds,
+                               (folds["k"], folds["seed"]) if folds else None)
     plan = {"k": len(chosen), "asked": k, "candidates": len(tested), "seeds": seeds,
             "search_seeds": sorted({int(r.config.get("seed", 0)) for r in results if r.config}),
             "recipes": [{RECIPE_KEY: i, "source_trial": t, "best_val": b} for i, (t, _, b) in enumerate(chosen, 1)]}
+    if folds:
+        plan["cv"] = folds
     return configs, plan, lines
 
 
+def fold_plan(arrays, k: int, seed: int, choose: str) -> dict:
+    """The folds' record for ``tl_search.json``: what the trials will recompute (``tl.data.folds``)."""
+    folds, note = assignment_for(arrays, k, seed)
+    return {"k": k, "seed": seed, "choose": choose, "n_pooled": int(len(folds)),
+            "fold_sizes": np.bincount(folds, minlength=k).tolist(),
+            "grouped": all(s in arrays.groups for s in POOLED), "strata_note": note}
+
+
+def cost_line(chosen_results: list, space, n_trials: int, share: float) -> str:
+    """What the stage will cost, from the search's own measured seconds per epoch: trials, and an
+    estimate of the wall time at the concurrency the machine allows (``share``: the fraction of the
+    search's training images each finalist trains on; folds train on (K-1)/K of train + val)."""
+    import ray
+
+    per_epoch = [r.metrics_dataframe["epoch_time_s"].mean() for r in chosen_results
+                 if r.metrics_dataframe is not None and "epoch_time_s" in r.metrics_dataframe]
+    epochs = [int(r.config.get("epochs", space.max_epochs)) for r in chosen_results]
+    if not per_epoch:
+        return f"{n_trials} trials (no measured epoch time to estimate from)"
+    per_trial = float(np.mean(per_epoch)) * float(np.mean(epochs)) * share
+    cpus = ray.cluster_resources().get("CPU", 1)
+    slots = max(1, int(cpus // max(space.cpus_per_trial, 1e-9)))
+    if space.gpus_per_trial:
+        slots = min(slots, max(1, int(ray.cluster_resources().get("GPU", 0) // space.gpus_per_trial)))
+    minutes = per_trial * n_trials / min(slots, n_trials) / 60
+    return (f"{n_trials} trials, about {per_trial:.0f} s each by the search's own seconds per epoch; about "
+            f"{minutes:.1f} min with {min(slots, n_trials)} at a time")
+
+
 def finalist_dirname(trial) -> str:
-    """Trial folders name their recipe and seed."""
-    return f"{trial.trial_id}_finalist_r{trial.config.get(RECIPE_KEY)}_s{trial.config.get('seed')}"
+    """Trial folders name their recipe, fold (with --cv) and seed."""
+    fold = trial.config.get(FOLD_KEY)
+    return (f"{trial.trial_id}_finalist_r{trial.config.get(RECIPE_KEY)}"
+            + (f"_f{fold}" if fold is not None else "") + f"_s{trial.config.get('seed')}")
 
 
 def _console(space, n_trials: int, verbose: bool, trackers: list) -> dict:
@@ -72,7 +113,7 @@ def _new_tuner(trainable, configs: list[dict], space, where: str, verbose: bool,
 
 
 def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_dir: Path | None,
-                       verbose: bool = False, trackers: list | None = None) -> int:
+                       verbose: bool = False, trackers: list | None = None, arrays=None, data_seed: int = 0) -> int:
     """Run (or continue) the finalist stage and print its outcome; return the exit status.
 
     Args:
@@ -82,6 +123,8 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
         exp_dir: the same as a local Path, None for cloud storage.
         verbose: Ray's full output instead of the status lines (``--verbose``).
         trackers: the search's logger callbacks (MLflow), so finalist trials are logged too.
+        arrays, data_seed: the decoded dataset and the carve's seed, which ``--cv`` folds (the folds'
+            seed is the carve's, so another --seed is another carve and other folds).
     """
     trackers = trackers or []
     from ray import tune
@@ -92,9 +135,10 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         from tl.search.console import set_restored_options
 
-        set_restored_options(tuner, _console(space, space.finalists * space.finalist_seeds, verbose, trackers))
+        set_restored_options(tuner, _console(space, space.stage_trials(), verbose, trackers))
     else:
-        configs, plan, lines = plan_finalists(results, ranked, space.finalists, space.finalist_seeds)
+        folds = fold_plan(arrays, space.cv, data_seed, space.choose) if space.cv else None
+        configs, plan, lines = plan_finalists(results, ranked, space.finalists, space.seeds_per_recipe(), folds)
         for line in lines:
             print(f"[tl.search] {line}")
         if not configs:
@@ -102,7 +146,16 @@ def run_finalist_stage(trainable, results, ranked: list, space, where: str, exp_
             return 0
         if exp_dir is not None:  # the report's protocol sentence reads it
             update_search_meta(exp_dir, PLAN_KEY, plan)
-        print(f"[tl.search] finalists: {plan['k']} recipe(s) x seeds {plan['seeds']}, full epochs, no early stopping")
+        chosen = [r for _, r, _, tested in ranked if tested][:plan["k"]]
+        if folds:
+            n_train = len(arrays.labels["train"])
+            cost = cost_line(chosen, space, len(configs), folds["n_pooled"] * (folds["k"] - 1) / folds["k"] / n_train)
+            print(f"[tl.search] finalists: {plan['k']} recipe(s) x {folds['k']} folds of train + val "
+                  f"({folds['n_pooled']:,} images, fold sizes {folds['fold_sizes']}) x seeds {plan['seeds']}, full "
+                  f"epochs, no early stopping; choose {folds['choose']}: {cost}")
+        else:
+            print(f"[tl.search] finalists: {plan['k']} recipe(s) x seeds {plan['seeds']}, full epochs, no early "
+                  f"stopping: {cost_line(chosen, space, len(configs), 1.0)}")
         tuner = _new_tuner(trainable, configs, space, where, verbose, trackers)
     done = tuner.fit()
     print(f"\n[tl.search] finalists: {len(done)} trials, {len(done.errors)} errored. Folder: {path}")

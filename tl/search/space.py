@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tl.core.columns import DEFAULT_METRIC, DEFAULT_MODE
 from tl.core.errors import TLError
+from tl.core.cv import CHOICES, DEFAULT_CHOICE
 from tl.core.finalists import DEFAULT_SEEDS
 from tl.train.models import FREEZE_MODES, get_backbone
 from tl.core.tasks import ALL_VAL_METRICS, TASKS
@@ -43,7 +44,11 @@ SPACE_KEYS = {
     "GROUPS": "regex whose first capture group is the patient (group) id in each file's path; "
               "carved splits are then disjoint by group",
     "FINALISTS": "after the search, re-train the top K tested recipes for their full epochs over seeds (None: off)",
-    "FINALIST_SEEDS": "seeds per finalist recipe, none of them the search's (default 3)",
+    "FINALIST_SEEDS": "seeds per finalist recipe (per fold with CV), none of them the search's (default 3; with CV 1)",
+    "CV": "finalists by K-fold cross-validation over train + val (patient-grouped when groups are known), "
+          "ranked out of fold; the winner's K fold models are the recommended ensemble (None: off)",
+    "CHOOSE": "finalists with CV: best (the best out-of-fold figure) or one-se (the cheapest recipe within one "
+              "standard error of the best)",
     "TASK": "binary, multiclass, multilabel or ordinal; overrides the task table (tl.core.tasks) or the labels' inference",
     "POSITIVE_CLASS": "binary tasks: the name of the class sensitivity is about (default: the table's, else class 1)",
     # A label table's options (tl.data.table_source.TableOptions), the same as tl.search's flags.
@@ -53,6 +58,9 @@ SPACE_KEYS = {
     "GROUP_COLUMN": "label table: patient (or lesion) id column, or a DICOM keyword such as PatientID",
     "SPLIT_COLUMN": "label table: the official split per row (train/val/valid/test)",
     "IMAGE_ROOT": "label table: where images are looked up by name or stem (default: the table's folder)",
+    # Subgroups of the test images for the report (tl.data.subgroups); never a trial's config.
+    "SUBGROUP_COLUMNS": "report figures per subgroup of test: table columns or DICOM keywords (--subgroup-columns)",
+    "SUBGROUP_PATH": "report figures per subgroup of test: a regex over each test image's path (--subgroup-path)",
     "UNCERTAIN": "uncertain (-1) findings in training: ignore, zeros or ones; or search it: PARAMS['uncertain']",
     "DATASETS": "several datasets (names or paths) searched with this same space, one experiment each "
                 "under a common folder; instead of DATASET",
@@ -84,7 +92,9 @@ class SearchSpace:
     start_with: list = field(default_factory=list)
     groups: str | None = None
     finalists: int | None = None
-    finalist_seeds: int = DEFAULT_SEEDS
+    finalist_seeds: int | None = None  # None: DEFAULT_SEEDS over seeds, 1 per fold with CV (seeds_per_recipe)
+    cv: int | None = None  # folds of the finalist stage (--cv); None: finalists over seeds
+    choose: str = DEFAULT_CHOICE  # --choose: how cross-validated finalists pick their winner
     task: str | None = None
     positive_class: str | None = None
     labels: list | str | None = None
@@ -94,6 +104,8 @@ class SearchSpace:
     split_column: str | None = None
     image_root: str | None = None
     uncertain: str | None = None  # the file's UNCERTAIN; what trials use is uncertain_policy()
+    subgroup_columns: list | str | None = None  # the driver reads them; never in FIXED, never in a trial
+    subgroup_path: str | None = None
 
     def uncertain_policy(self) -> str | list:
         """The uncertain-label policy the trials train with (a list when PARAMS searches over it)."""
@@ -106,6 +118,15 @@ class SearchSpace:
 
     def weight_pairs(self) -> list[tuple[str, str]]:
         return [(b, w) for b, ws in self.backbones.items() for w in ws]
+
+    def seeds_per_recipe(self) -> int:
+        """Finalist seeds per recipe (per fold with CV): FINALIST_SEEDS, else 3 over seeds and 1 with CV
+        (the folds already re-train each recipe K times)."""
+        return self.finalist_seeds or (1 if self.cv else DEFAULT_SEEDS)
+
+    def stage_trials(self) -> int:
+        """Trials of the finalist stage: recipes x seeds, x folds with CV (0 without a stage)."""
+        return (self.finalists or 0) * self.seeds_per_recipe() * (self.cv or 1)
 
     def image_sizes(self) -> list[int]:
         if "image_size" in self.params:
@@ -250,12 +271,21 @@ def validate_space(space: SearchSpace) -> None:
     for point in space.start_with:
         if not _point_in_space(space, point):
             raise _fail(p, "START_WITH", f"{point!r} is not in BACKBONES")
+    if space.subgroup_columns is not None and not (isinstance(space.subgroup_columns, str) or (
+            isinstance(space.subgroup_columns, list) and all(isinstance(c, str) for c in space.subgroup_columns))):
+        raise _fail(p, "SUBGROUP_COLUMNS", f"must be a list of column names, got {space.subgroup_columns!r}")
+    if space.subgroup_path is not None and (not isinstance(space.subgroup_path, str) or not space.subgroup_path):
+        raise _fail(p, "SUBGROUP_PATH", f"must be a regex string, got {space.subgroup_path!r}")
     if space.groups is not None and (not isinstance(space.groups, str) or not space.groups):
         raise _fail(p, "GROUPS", f"must be a regex string with a capture group, got {space.groups!r}")
     for key in ("finalists", "finalist_seeds"):
         value = getattr(space, key)
-        if not (key == "finalists" and value is None) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise _fail(p, key.upper(), f"must be an integer >= 1{' or None' * (key == 'finalists')}, got {value!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise _fail(p, key.upper(), f"must be an integer >= 1 or None, got {value!r}")
+    if space.cv is not None and (isinstance(space.cv, bool) or not isinstance(space.cv, int) or space.cv < 2):
+        raise _fail(p, "CV", f"must be an integer >= 2 (the number of folds) or None, got {space.cv!r}")
+    if space.choose not in CHOICES:
+        raise _fail(p, "CHOOSE", f"must be one of {', '.join(CHOICES)}, got {space.choose!r}")
     if space.cpus_per_trial <= 0 or space.gpus_per_trial < 0:
         raise _fail(p, "CPUS_PER_TRIAL", "CPUs must be > 0 and GPUs >= 0")
 

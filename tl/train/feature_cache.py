@@ -43,6 +43,7 @@ def cached_features(model: nn.Module, spec, cfg: dict, arrays: DatasetArrays, sp
     key = hashlib.sha1(json.dumps([cfg["backbone"], cfg["weights"], batcher.size, batcher.mean.flatten().tolist(),
                                    batcher.std.flatten().tolist(), _array_fingerprint(arrays)]).encode()).hexdigest()[:20]
     path = cache_dir() / "features" / f"{key}.npz"
+    cv = arrays.split_record.get("cv")
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):  # concurrent trials wait for the first one's pass
         if not path.exists():
@@ -55,7 +56,20 @@ def cached_features(model: nn.Module, spec, cfg: dict, arrays: DatasetArrays, sp
                          for s, (images, _) in split.items()}
             set_classifier(model, spec, head)
             tmp = path.with_suffix(".part.npz")
-            np.savez(tmp, **feats)
+            np.savez(tmp, **(_unfold(feats, cv) if cv else feats))
             os.replace(tmp, path)
         with np.load(path) as npz:
+            if cv:  # a fold: its train and val are rows of the pool (train then val) the file holds
+                pool = np.concatenate([npz["train"], npz["val"]])
+                return {"train": torch.from_numpy(pool[cv["train_rows"]]), "val": torch.from_numpy(pool[cv["val_rows"]]),
+                        "test": torch.from_numpy(npz["test"])}
             return {s: torch.from_numpy(npz[s]) for s in split}
+
+
+def _unfold(feats: dict[str, np.ndarray], cv: dict) -> dict[str, np.ndarray]:
+    """A cross-validation fold's features put back in the source's splits (``tl.data.folds``): the
+    cache file is the one any trial of the source computes, so all K folds (and the search's trials)
+    share one pass over the images."""
+    pool = np.empty((cv["n_pooled"], *feats["train"].shape[1:]), dtype=feats["train"].dtype)
+    pool[cv["train_rows"]], pool[cv["val_rows"]] = feats["train"], feats["val"]
+    return {"train": pool[:cv["n_train"]], "val": pool[cv["n_train"]:], "test": feats["test"]}

@@ -6,7 +6,10 @@ memory (shared through the object store) and become float batches on the trial's
 """
 from __future__ import annotations
 
+import errno
 import math
+import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -22,10 +25,13 @@ from torch import nn
 
 from tl.train.config import CLASS_WEIGHTS, DEFAULTS, OPTIMIZERS, SCHEDULERS, compile_backend
 from tl.core.errors import TLError
+from tl.core.no_space import NO_SPACE, is_no_space
 from tl.core.metrics import best_balanced_threshold, sensitivity_specificity, split_metrics
 from tl.core.results import BEST_WEIGHTS_FILE, PREDICTION_KEYS, RESUME_STATE_FILE, save_predictions
+from tl.core.results.files import FOLD_KEY, FOLD_SEED_KEY, FOLDS_KEY, OOF_GROUPS, OOF_ROWS
 from tl.core.uncertain import POLICY_KEY, apply_uncertain
 from tl.data import DatasetArrays, load_dataset
+from tl.data.folds import fold_arrays
 from tl.train.feature_cache import cached_features, identity_batcher
 from tl.train.inference import Batcher, autocast_dtype, batch_correct, predict_logits, to_probs
 from tl.train.models import apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier
@@ -272,6 +278,11 @@ def test_trial(setup: TrialSetup, arrays: DatasetArrays, best: dict, device: tor
     if best["val_probs"] is not None:  # None only if a checkpoint from before val was saved
         predictions["val_predictions"] = {"probs": best["val_probs"].cpu().numpy(),
                                           "labels": np.asarray(arrays.labels["val"]), **prints}
+        cv = arrays.split_record.get("cv")
+        if cv:  # a fold trial: its val is out of fold; where each image sits in train+val, and its patient
+            predictions["val_predictions"][OOF_ROWS] = np.asarray(cv["val_rows"], dtype=np.int64)
+            if "val" in arrays.groups:
+                predictions["val_predictions"][OOF_GROUPS] = np.asarray(arrays.groups["val"]).astype(str)
     return metrics, predictions
 
 
@@ -327,11 +338,25 @@ def run_epochs(config: dict, arrays: DatasetArrays, state_dict: dict | None,
 
 
 def save_checkpoint(state: dict, directory: Path) -> None:
-    """Write the last state, the best-by-val weights and (at the end) the test and val predictions."""
-    torch.save({k: v for k, v in state.items() if k not in ("best_model", *PREDICTION_KEYS)},
-               directory / RESUME_STATE_FILE)
-    torch.save(state["best_model"], directory / BEST_WEIGHTS_FILE)
-    save_predictions(state, directory)
+    """Write the last state, the best-by-val weights and (at the end) the test and val predictions.
+
+    A full disk fails the trial with ENOSPC, which ``tl.search.full_disk`` stops the search on:
+    torch says it only as "unexpected pos 576 vs 534", so a failed write that left less room than the
+    weights' size is taken for one. ``TL_INJECT_ENOSPC_AT_EPOCH=N`` in the environment (Ray's workers
+    inherit the driver's) makes epoch N's write fail so, as a full ``--storage`` fails Ray's upload:
+    for tests where no small filesystem can be mounted."""
+    if state["epoch"] == int(os.environ.get("TL_INJECT_ENOSPC_AT_EPOCH") or 0):
+        raise OSError(errno.ENOSPC, NO_SPACE, str(directory))
+    try:
+        torch.save({k: v for k, v in state.items() if k not in ("best_model", *PREDICTION_KEYS)},
+                   directory / RESUME_STATE_FILE)
+        torch.save(state["best_model"], directory / BEST_WEIGHTS_FILE)
+        save_predictions(state, directory)
+    except (OSError, RuntimeError) as exc:
+        weights = sum(t.numel() * t.element_size() for t in state["model"].values())
+        if is_no_space(exc) or shutil.disk_usage(directory).free < weights:
+            raise OSError(errno.ENOSPC, f"{NO_SPACE} writing a checkpoint ({exc})", str(directory)) from exc
+        raise
 
 
 def _trial_threads() -> int:
@@ -358,6 +383,8 @@ def train_transfer(config: dict, datasets: dict | None = None, weight_refs: dict
     else:
         arrays = load_dataset(cfg["dataset"], cfg["image_size"], cfg["data_dir"], seed=cfg["seed"],
                               groups=cfg.get("groups"), table=cfg["table"])
+    if cfg.get(FOLD_KEY) is not None:  # a cross-validation fold trial: train and val are folds of train + val
+        arrays = fold_arrays(arrays, int(cfg[FOLDS_KEY]), int(cfg[FOLD_KEY]), int(cfg[FOLD_SEED_KEY]))
     key = f"{cfg['backbone']}|{cfg['weights']}"
     if weight_refs and key in weight_refs:
         state_dict = ray.get(weight_refs[key])

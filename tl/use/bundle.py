@@ -6,6 +6,8 @@ so a pickle payload is refused, never run. Preprocessing and inference are the t
 files are decoded by ``tl.data``'s decoder at the size the trial's arrays had, and probabilities come
 from ``tl.train.inference.predict_probs``, so a bundle scores the trial's test split exactly as the trial
 did. ``model.json``'s layout is written here (:func:`bundle_meta`) beside its reader (:func:`read_meta`).
+``reference_features.npz`` holds the first member's penultimate features of the val images (float16,
+with their labels; ``tl.use.features``): what new data's features can be compared against.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from tl.train.models import build_model
 
 SCHEMA_VERSION = 1
 META_FILE = "model.json"
+REFERENCE_FEATURES = "reference_features.npz"  # val's penultimate features (tl.use.features)
 
 
 @dataclass

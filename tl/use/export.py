@@ -26,11 +26,13 @@ from tl.train.config import DEFAULTS
 from tl.core.calibration import TARGET_SENSITIVITY, calibration_figures
 from tl.core.columns import HEADLINE_TEST_METRICS
 from tl.core.errors import TLError
+from tl.core.no_space import NO_SPACE, is_no_space
 from tl.core.recommend import Recommendation, recommend, recommended_predictions
 from tl.core.results import (
     BEST_WEIGHTS_FILE, EXPLAIN_DIR, GRADCAM_GRID, GRADCAM_RECORD, PARAMS_FILE, TEST_PREDICTIONS, VAL_PREDICTIONS,
     Predictions, dataset_record, load_experiments, rank_column, read_result_rows, trial_table,
 )
+from tl.data.store.layout import atomic_write
 from tl.train.models import get_backbone
 from tl.train.weights import normalization
 
@@ -165,8 +167,9 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
     """Write the bundle to ``out`` (atomically: a temp folder renamed at the end); return model.json.
 
     Phases: choose (``tl.core.recommend``), calibrate on val, load the data as the search did, write
-    the members' weights and model.json, verify against the saved test predictions, then draw the
-    Grad-CAM grid and write ONNX copies if asked.
+    the members' weights and model.json, verify against the saved test predictions, compute the val
+    and test features and their val-vs-test classifier, then draw the Grad-CAM grid and write ONNX
+    copies if asked.
     """
     if out.exists():
         raise TLError(f"--out {out} exists; give a new folder")
@@ -200,6 +203,7 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
         write_meta(tmp, meta)
         bundle, check = _verify(tmp, rec, arrays, test)
         meta["provenance"].update(check)
+        meta["provenance"].update(_shift_files(bundle, arrays, cfg0, tmp, experiment))
         if gradcam > 0:
             _gradcam_grid(bundle, arrays, test.probs, tmp, experiment, gradcam)
         if onnx:
@@ -215,6 +219,20 @@ def export(experiment: Path, out: Path, trial: str | None = None, ensemble: int 
     return meta
 
 
+def _shift_files(bundle, arrays, cfg: dict, tmp: Path, experiment: Path) -> dict:
+    """The report's covariate-shift figure: the model's val and test features and a val-vs-test
+    classifier on them (``tl.use.features``), in EXP/explain/ and, val's, in the bundle. A CPU pass
+    over val and test; a model without a Linear head has no features to read and gets a note."""
+    from tl.use.features import write_shift_files
+
+    try:
+        domain = write_shift_files(bundle, arrays, cfg.get("groups"), tmp, experiment)
+    except TLError as exc:
+        print(f"[tl.export] no covariate-shift check: {exc}")
+        return {}
+    return {"val_test_classifier": domain.as_record()}
+
+
 def _gradcam_grid(bundle, arrays, test_probs: np.ndarray, tmp: Path, experiment: Path, per_cell: int) -> None:
     """The report's Grad-CAM grid of test images (TP/FP/TN/FN), in the bundle and in EXP/explain/,
     with the trials it shows (the report shows it only beside the model it describes)."""
@@ -226,8 +244,10 @@ def _gradcam_grid(bundle, arrays, test_probs: np.ndarray, tmp: Path, experiment:
     save_test_grid(bundle, arrays, test_probs, tmp / GRADCAM_GRID, per_cell)
     explain = experiment / EXPLAIN_DIR
     explain.mkdir(exist_ok=True)
-    shutil.copy(tmp / GRADCAM_GRID, explain / GRADCAM_GRID)
-    (explain / GRADCAM_RECORD).write_text(json.dumps({"trials": bundle.meta["provenance"]["trials"]}))
+    # Each written whole or not at all (a full disk): the report never shows a cut-off grid.
+    atomic_write(explain / GRADCAM_GRID, lambda f: f.write((tmp / GRADCAM_GRID).read_bytes()))
+    record = json.dumps({"trials": bundle.meta["provenance"]["trials"]}).encode()
+    atomic_write(explain / GRADCAM_RECORD, lambda f: f.write(record))
 
 
 def _plain(value):
@@ -246,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     except TLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a full disk: export() removed its temporary folder, so --out was never made
+        if not is_no_space(exc):
+            raise
+        print(f"error: the disk is full ({NO_SPACE}) writing {getattr(exc, 'filename', None) or 'the bundle'}; "
+              f"nothing was written to --out {args.out}: free space and run again", file=sys.stderr)
+        return 2
     cal = meta["provenance"]["calibration"]
     print(f"[tl.export] {meta['provenance']['recommendation']}: {meta['kind']} bundle of trial(s) "
           f"{', '.join(meta['provenance']['trials'])} -> {args.out}")
@@ -258,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  threshold {cal['threshold']:.4f} for val sensitivity >= {cal['target_sensitivity']}: "
               f"test sensitivity {cal['test_sensitivity']:.3f}, specificity {cal['test_specificity']:.3f}")
     print(f"  reproduces the saved test predictions within {meta['provenance']['verified_max_abs_diff_test']:.1e}")
+    shift = meta["provenance"].get("val_test_classifier")
+    if shift and not np.isnan(shift["auc"]):
+        print(f"  a classifier tells val from test images by the model's features with AUC {shift['auc']:.3f} "
+              f"[{shift['low']:.3f}, {shift['high']:.3f}] (0.5: alike; {args.experiment}/explain/shift.json)")
     for spec in meta["members"]:
         if "onnx" in spec:
             print(f"  {spec['onnx']['file']}: ONNX Runtime matches PyTorch within {spec['onnx']['max_abs_diff']:.1e} "

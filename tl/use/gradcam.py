@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tl.core.errors import TLError
+from tl.data.store.layout import atomic_write
 
 _POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -132,7 +133,7 @@ def save_overlays(bundle, images: np.ndarray, names: list[str], out_dir: Path, b
         if picture.width < 224:
             picture = picture.resize((224, 224 * picture.height // picture.width), Image.BILINEAR)
         paths.append(out_dir / f"{name}.png")
-        picture.save(paths[-1])
+        atomic_write(paths[-1], lambda f, picture=picture: picture.save(f, format="PNG"))  # no cut-off PNG on a full disk
     return paths
 
 

@@ -19,6 +19,7 @@ from tl.use.bundle import Bundle, load_bundle
 from tl.data import IMAGE_EXTENSIONS, SPLITS, load_npz_splits
 from tl.data.formats import is_image_file
 from tl.core.errors import TLError
+from tl.core.no_space import NO_SPACE, is_no_space
 
 CHUNK = 512  # files decoded per step: bounds memory on large folders, and paces the progress bar
 
@@ -153,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         write_csv(rows, args.out)
     except TLError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk under --gradcam (write_csv says its own): the CSV is not written
+        if not is_no_space(exc):
+            raise
+        print(f"error: the disk is full ({NO_SPACE}) writing {exc.filename or args.gradcam}; no --out {args.out} "
+              "was written: free space and run again", file=sys.stderr)
         return 2
     bad = sum(1 for r in rows if r["error"])
     print(f"[tl.predict] {len(rows)} images -> {args.out}" + (f" ({bad} unreadable, see the error column)" if bad else "")

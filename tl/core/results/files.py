@@ -2,10 +2,12 @@
 
 An experiment folder is ``<storage>/<name>/`` as Ray Tune 2.x writes it, plus what tl adds:
 ``tl_search.json`` (the space, arguments, dataset and split audit; written by ``tl.search``),
-``split_audit.npz`` (duplicate pairs' thumbnails), one folder per trial (``params.json``,
+``split_audit.npz`` (duplicate pairs' thumbnails), ``test_subgroups.csv`` (each test image's
+subgroups, when the search was given ``--subgroup-columns``), one folder per trial (``params.json``,
 ``result.json``, ``error.txt``, ``test_predictions.npz`` and ``val_predictions.npz`` beside its
-``checkpoint_*/``), the finalist stage's Tuner in ``finalists/``, and ``explain/`` (the Grad-CAM grid
-``tl.export`` drew). Ray's ``experiment_state-*.json`` is read only for trial statuses, as plain
+``checkpoint_*/``), the finalist stage's Tuner in ``finalists/``, and ``explain/`` (the Grad-CAM grid,
+and the val and test features with their val-vs-test classifier, that ``tl.export`` wrote). Ray's
+``experiment_state-*.json`` is read only for trial statuses, as plain
 JSON (its cloudpickle blobs are never unpickled); it is an internal format, so every failure to read
 it just means "status unknown". Pure Python, numpy and pandas.
 """
@@ -26,6 +28,7 @@ from tl.core.errors import TLError
 
 SEARCH_FILE = "tl_search.json"
 AUDIT_FILE = "split_audit.npz"  # thumbnails of the duplicate pairs the split audit found
+SUBGROUPS_FILE = "test_subgroups.csv"  # each test image's subgroups (--subgroup-columns; tl.core.subgroups)
 # A trial folder's files (Ray writes params, result and progress; the trainable the rest).
 PARAMS_FILE, RESULT_FILE, PROGRESS_FILE, ERROR_FILE = "params.json", "result.json", "progress.csv", "error.txt"
 TRIAL_MARKER = PARAMS_FILE
@@ -41,8 +44,14 @@ CHOSEN_ARTIFACTS = (PARAMS_FILE, RESULT_FILE, PROGRESS_FILE, TEST_PREDICTIONS)
 FINALIST_DIR = "finalists"  # the finalist stage's Tuner folder inside the experiment folder
 STAGE_KEY, STAGE = "stage", "finalist"  # config keys that mark a finalist trial
 RECIPE_KEY, SOURCE_KEY = "recipe_id", "source_trial"
+# config keys of a cross-validation fold trial (--cv K): its fold, the fold count and the folds' seed
+FOLD_KEY, FOLDS_KEY, FOLD_SEED_KEY = "cv_fold", "cv_k", "cv_seed"
+# keys a fold trial saves beside its val (out-of-fold) predictions: pooled train+val rows, patient groups
+OOF_ROWS, OOF_GROUPS = "rows", "groups"
 EXPLAIN_DIR = "explain"  # what tl.export draws into the experiment: the Grad-CAM grid and its trials
 GRADCAM_GRID, GRADCAM_RECORD = "gradcam_test.png", "gradcam.json"
+# The recommended model's val and test features and its val-vs-test classifier (tl.core.shift), with its trials.
+SHIFT_FEATURES, SHIFT_RECORD = "shift_features.npz", "shift.json"
 # Sampler bookkeeping in params.json, not hyperparameters.
 DROPPED_PARAM_PREFIX = "weights_for_"
 # Ray's per-row bookkeeping that says nothing about the trial; "config" repeats params.json.

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from contextlib import closing
 
 from tl.core.errors import TLError
-from tl.data.store.layout import ChunkDone, Store, check_disk, write_chunk
+from tl.core.no_space import NO_SPACE, is_no_space
+from tl.data.store.layout import ChunkDone, Store, check_disk, human_bytes, write_chunk
 from tl.data.store.progress import Progress
 from tl.data.store.schedule import run_chunks
 
@@ -36,7 +38,7 @@ def fill_store(store: Store, *, stop_at_bad: bool = False, workers: int | None =
     try:
         with closing(run_chunks(jobs, store.image_size, workers)) as finished:
             for index, out in finished:
-                done.append(write_chunk(store, index, out))
+                done.append(_write(store, index, out))
                 if bar:
                     bar.update(len(out["ok"]))
                 if out["images"].shape[1] == 3 and not colour_checked:
@@ -50,3 +52,21 @@ def fill_store(store: Store, *, stop_at_bad: bool = False, workers: int | None =
         if bar:
             bar.close()
     return done
+
+
+def _write(store: Store, index: int, out: dict) -> ChunkDone:
+    """``write_chunk``, with a full disk said in one line: the chunks written before stay (each is
+    whole), so the same command continues from them once there is room.
+
+    numpy's ``tofile`` reports a full disk as a short write ("12288 requested and 3968 written", no
+    errno), so a failed write with less room left than the chunk's pixels counts as one too."""
+    try:
+        return write_chunk(store, index, out)
+    except OSError as exc:
+        free = shutil.disk_usage(store.folder).free
+        if not (is_no_space(exc) or free < out["images"].nbytes):
+            raise
+        written = len(store.names) - sum(len(store.paths(i)) for i in store.missing())
+        raise TLError(f"the disk of the decode store {store.folder} is full ({NO_SPACE}) with {written:,} of "
+                      f"{len(store.names):,} images decoded, {human_bytes(free)} free: free space there or point "
+                      "TL_CACHE_DIR at a larger disk, and run again (the images decoded are kept)") from None

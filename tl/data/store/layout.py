@@ -65,11 +65,16 @@ class Store:
 
 
 def atomic_write(path: Path, write: Callable) -> None:
-    """``write(file)`` into a temporary file beside ``path``, then rename it into place."""
+    """``write(file)`` into a temporary file beside ``path``, then rename it into place; a write that
+    fails (a full disk) leaves neither file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def chunk_file(folder: Path, index: int, suffix: str = ".json") -> Path:
