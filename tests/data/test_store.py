@@ -1,6 +1,7 @@
 """The decode store (tl.data.store): decode_image's pixels, grey at one channel; keyed by content, size
 and decoder, not by the carve; resumable; decoded by a process pool, Ray tasks on every node or Ray
-Data; its splits memory-mapped and pickled as paths; its modules free of import cycles."""
+Data; its splits rows of the memory-mapped chunks, pickled as paths and rows; its modules free of import
+cycles. Carves as indices (no copies, old copies removed): test_store_index.py."""
 from __future__ import annotations
 
 import io
@@ -19,6 +20,7 @@ import tl.data.store.chunks as store_chunks
 import tl.data.store.layout as layout
 from tl.core.errors import TLError
 from tl.data import DatasetArrays, load_dataset
+from tl.data.arrays import ChunkRows
 from tl.data.decode import DECODER_VERSION, decode_image
 from tl.data.store import file_entries, store_key, store_splits
 
@@ -61,7 +63,7 @@ def test_store_gives_decode_image_pixels_grey_at_one_channel(grey_and_colour, tm
     out = store_splits({"train": grey[:6], "val": grey[6:8], "test": grey[8:]}, root, 40, cache=tmp_path / "c",
                        workers=1, progress=False)
     for split in SPLITS:
-        assert isinstance(out.images[split], np.memmap) and out.images[split].shape[1] == 1, out.images[split].shape
+        assert isinstance(out.images[split], ChunkRows) and out.images[split].shape[1] == 1, out.images[split].shape
     every = [p for s in SPLITS for p in {"train": grey[:6], "val": grey[6:8], "test": grey[8:]}[s]]
     stacked = np.concatenate([out.images[s] for s in SPLITS])
     for path, got in zip(every, stacked):
@@ -96,7 +98,7 @@ def test_another_seed_decodes_nothing_and_gives_the_same_pixels(data_dir, tmp_pa
     for split in SPLITS:
         for name, x in zip(second.names[split], second.images[split]):
             np.testing.assert_array_equal(x, pixels[name], err_msg=name)
-    store_of = {Path(a.images["train"].filename).parents[2] for a in (first, second)}
+    store_of = {Path(a.images["train"].chunks).parent for a in (first, second)}
     assert len(store_of) == 1, f"both carves come from one store: {store_of}"
 
 
@@ -146,7 +148,7 @@ def test_key_follows_files_size_and_decoder_not_the_carve(data_dir, tmp_path):
     assert a.folder != b.folder and a.key != b.key, "each carve has its own split files and key"
 
 
-def test_memmapped_arrays_pickle_as_paths(data_dir, tmp_path):
+def test_store_splits_pickle_as_paths_and_rows(data_dir, tmp_path):
     files = _kermany(data_dir, tmp_path / "imgs", 30)
     out = store_splits(_splits(files), tmp_path / "imgs", 64, cache=tmp_path / "c", workers=1, progress=False)
     arrays = DatasetArrays("x", out.images, {s: np.zeros(len(out.images[s]), np.int64) for s in SPLITS}, ["a", "b"])
@@ -155,10 +157,14 @@ def test_memmapped_arrays_pickle_as_paths(data_dir, tmp_path):
     assert len(blob) < 2000 < pixels, f"pickle {len(blob)} bytes for {pixels} bytes of pixels"
     back = pickle.loads(blob)
     for split in SPLITS:
-        assert isinstance(back.images[split], np.memmap) and back.images[split].filename == out.images[split].filename
+        assert isinstance(back.images[split], ChunkRows) and back.images[split].chunks == out.images[split].chunks
         np.testing.assert_array_equal(back.images[split], out.images[split], err_msg=split)
     assert len(pickle.dumps(arrays.by_value())) > pixels, "by_value ships the pixels"
-    arrays.images["train"] = arrays.images["train"][1:]  # a view of part of the file: its pixels travel
+    shipped = pickle.loads(pickle.dumps(arrays.by_value()))
+    for split in SPLITS:
+        assert type(shipped.images[split]) is np.ndarray, f"{split}: unpickled as pixels, no path"
+        np.testing.assert_array_equal(shipped.images[split], out.images[split], err_msg=split)
+    arrays.images["train"] = np.asarray(arrays.images["train"])[1:]  # pixels in memory: they travel
     assert len(pickle.dumps(arrays)) > out.images["train"][1:].nbytes
 
 

@@ -31,6 +31,7 @@ from tl.core.results import BEST_WEIGHTS_FILE, PREDICTION_KEYS, RESUME_STATE_FIL
 from tl.core.results.files import FOLD_KEY, FOLD_SEED_KEY, FOLDS_KEY, OOF_GROUPS, OOF_ROWS
 from tl.core.uncertain import POLICY_KEY, apply_uncertain
 from tl.data import DatasetArrays, load_dataset
+from tl.data.arrays import ChunkRows
 from tl.data.folds import fold_arrays
 from tl.train.feature_cache import cached_features, identity_batcher
 from tl.train.inference import Batcher, autocast_dtype, batch_correct, predict_logits, to_probs
@@ -150,7 +151,41 @@ def threshold_metrics(val_probs: np.ndarray, val_labels: np.ndarray, test_probs:
             "test_specificity_at_val_threshold": spec, "test_balanced_acc_at_val_threshold": (sens + spec) / 2}
 
 
-def _as_tensor(array: np.ndarray) -> torch.Tensor:
+class _StoreImages:
+    """A decode-store split (``ChunkRows``) as the epoch loop indexes a uint8 image tensor: a batch
+    (``images[idx]``, ``images[a:b]``) is gathered from the memory-mapped chunks into a new tensor, so
+    a trial holds no private copy of its split and the trials of a node share the pixels in the page
+    cache (a batch's gather is microseconds against its step; benchmarks.scale measures images/s);
+    ``.to(device)`` reads the whole split onto an accelerator, for ``resident_split``."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, rows: ChunkRows):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size(self.rows.shape)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        return torch.from_numpy(self.rows[key.cpu().numpy() if isinstance(key, torch.Tensor) else key])
+
+    def to(self, device, non_blocking: bool = False) -> "_StoreImages | torch.Tensor":
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self
+        out = torch.empty(self.rows.shape, dtype=torch.uint8, device=device)
+        for start in range(0, len(self), 4096):  # a block at a time: no host copy of the whole split
+            out[start:start + 4096] = self[start:start + 4096].to(device, non_blocking=non_blocking)
+        return out
+
+
+def _as_tensor(array: np.ndarray | ChunkRows) -> torch.Tensor | _StoreImages:
+    if isinstance(array, ChunkRows):
+        return _StoreImages(array)
     with warnings.catch_warnings():  # arrays from the object store are read-only views; we never write
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(array)

@@ -1,5 +1,5 @@
 """The decode store: a dataset's image files decoded once per (content, image size, decoder), in
-parallel, and each carve's splits gathered into memory-mappable ``.npy`` files.
+parallel, and each carve recorded as row indices over it (no pixels copied).
 
 MONAI's ``PersistentDataset`` keys its cache by content and transform, and ``CacheDataset`` fills it
 with a worker pool and a progress bar; this is that, on disk and shared by every process of a node.
@@ -21,10 +21,10 @@ One module per job:
 - ``admin``: ``python -m tl.cache list|prune`` (the stores, their size and last use; pruning).
 
 Grey images keep one channel (the batcher expands them); the store is 3-channel only when some
-image really is colour. A carve (row indices per split) is gathered from the chunks into
-split-contiguous ``.npy`` files, keyed by a hash of the rows, which ``np.load(mmap_mode="r")`` opens
-as ndarray views: every trial of a node shares one copy through the page cache (``DatasetArrays``
-pickles them as paths).
+image really is colour. A carve (row indices per split, keyed by a hash of the rows) is recorded as
+those rows; each split is a ``tl.data.arrays.ChunkRows``, which reads its images from the chunks
+memory-mapped: every trial of a node shares one copy through the page cache (it pickles as the
+chunks' folder and the rows), and the store on disk stays the decoded size whatever the carves.
 
 Layout under ``cache_dir()/decoded/``::
 
@@ -35,12 +35,14 @@ Layout under ``cache_dir()/decoded/``::
     <name>-<key>/chunks-<C>/<i>.fingerprints.npz  the audit's dHash and pixel digest of each image
     <name>-<key>/chunks-<C>/<i>.json        which decoded (ok), each file's decode record and error, who
                                             decoded it; written last: the chunk exists once it does
-    <name>-<key>/splits/<carve>/<split>.npy  (n, 1|3, S, S) uint8 per split, in the carve's order
-    <name>-<key>/splits/<carve>/meta.json    decode summary, skipped files
+    <name>-<key>/splits/<carve>/rows.npz     each split's rows of the store, in the carve's order
+    <name>-<key>/splits/<carve>/meta.json    decode summary, skipped files, channels; written last
+                                            (carves before rows also held <split>.npy pixel copies:
+                                            removed when no process uses the store)
 """
 from tl.data.store.chunks import decode_chunk, local_decode_chunk, ray_decode_chunk
 from tl.data.store.fill import fill_store
-from tl.data.store.gather import gather_splits, store_fingerprints, write_splits
+from tl.data.store.gather import drop_split_copies, gather_splits, store_fingerprints, write_carve
 from tl.data.store.keys import DECODE_OPTIONS, carve_key, file_entries, store_key
 from tl.data.store.layout import (ChunkDone, Store, atomic_write, check_disk, chunk_file, chunk_status, fill_lock,
                                   hold_in_use, human_bytes, open_store, write_chunk)
@@ -51,7 +53,7 @@ from tl.data.store.splits import StoredSplits, store_splits
 
 __all__ = ["DECODE_OPTIONS", "MAX_CHUNK", "MIN_CHUNK", "MIN_PARALLEL", "PROGRESS_EVERY_S", "ChunkDone", "Progress",
            "Store", "StoredSplits", "atomic_write", "carve_key", "check_disk", "chunk_file", "chunk_size_for",
-           "chunk_status", "decode_chunk", "file_entries", "fill_lock", "fill_store", "gather_splits", "hold_in_use",
-           "human_bytes", "local_cpus", "local_decode_chunk", "open_store", "ray_decode_chunk", "run_chunks",
-           "run_with_pool", "run_with_ray", "run_with_ray_data", "store_fingerprints", "store_key", "store_splits",
-           "write_chunk", "write_splits"]
+           "chunk_status", "decode_chunk", "drop_split_copies", "file_entries", "fill_lock", "fill_store",
+           "gather_splits", "hold_in_use", "human_bytes", "local_cpus", "local_decode_chunk", "open_store",
+           "ray_decode_chunk", "run_chunks", "run_with_pool", "run_with_ray", "run_with_ray_data",
+           "store_fingerprints", "store_key", "store_splits", "write_carve", "write_chunk"]

@@ -1,10 +1,19 @@
-"""A carve's splits gathered from the store's chunks into split-contiguous ``.npy`` files (one per
-split, memory-mappable), and the audit's fingerprints of the carve's rows."""
+"""A carve over the store: its rows per split, recorded (not copied) in the carve's folder; the
+audit's fingerprints of those rows; and the removal of the split copies older carves wrote.
+
+A carve is row indices over the store's chunks. Its folder (``splits/<carve key>/``) holds
+``rows.npz`` (each split's rows, in split order) and ``meta.json`` (decode summary, skipped files,
+channels), kilobytes whatever the image size, so the store on disk stays the decoded size however
+many seeds and groupings carve it, and a new carve costs no pixel I/O. Trials read the pixels
+through the rows from the memory-mapped chunks (``tl.data.arrays.ChunkRows``). Carves written
+before this held ``<split>.npy``, a copy of their pixels: they are never read now, and
+``drop_split_copies`` removes them once no other process uses the store.
+"""
 from __future__ import annotations
 
 import json
-import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,48 +22,23 @@ from tl.core.errors import TLError
 from tl.data.arrays import SPLITS
 from tl.data.decode import summarize_decode_records
 from tl.data.store.keys import carve_key
-from tl.data.store.layout import Store, check_disk, chunk_file, chunk_status
+from tl.data.store.layout import Store, atomic_write, chunk_file, chunk_status
+
+ROWS = "rows.npz"  # a carve's rows per split; written before meta.json, so a carve with both is whole
+CARVE_META = "meta.json"
 
 
-def _open_split_files(folder: Path, kept_rows: dict[str, np.ndarray], shape: tuple) -> tuple[dict, dict]:
-    """Each split's ``.npy`` header written; (write descriptors, data offsets) of the non-empty ones."""
-    fds, offsets = {}, {}
-    for s in SPLITS:
-        path = folder / f"{s}.npy"
-        if not len(kept_rows[s]):  # an empty file cannot be mapped
-            np.save(path, np.zeros((0, *shape), np.uint8))
-            continue
-        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(kept_rows[s]), *shape))
-        offsets[s] = header.offset
-        del header
-        fds[s] = os.open(path, os.O_WRONLY)
-    return fds, offsets
+@dataclass
+class Carve:
+    """A carve gathered over a store: where it is recorded, its store rows per split, which of the given
+    files it kept and skipped, and the decode summary and channels of its images."""
 
-
-def write_splits(folder: Path, kept_rows: dict[str, np.ndarray], store: Store, channels: int) -> None:
-    """Each split's ``.npy``: a header, then its rows' images at their positions, read chunk by chunk
-    and written with ``pwrite``, so neither the chunks nor the splits stay mapped in this process
-    (its RSS stays small at 10^5 images) and every chunk is read once."""
-    shape = (channels, store.image_size, store.image_size)
-    image_bytes = int(np.prod(shape))
-    fds, offsets = _open_split_files(folder, kept_rows, shape)
-    try:
-        order = {s: np.argsort(kept_rows[s] // store.chunk, kind="stable") for s in fds}
-        bounds = {s: np.searchsorted((kept_rows[s] // store.chunk)[order[s]], np.arange(store.n_chunks() + 1))
-                  for s in fds}
-        for i in range(store.n_chunks()):
-            if not any(bounds[s][i] < bounds[s][i + 1] for s in fds):
-                continue
-            images = np.load(chunk_file(store.chunks, i, ".npy"))
-            if images.shape[1] != channels:
-                images = np.repeat(images, channels, axis=1)
-            for s, fd in fds.items():
-                for position in order[s][bounds[s][i]:bounds[s][i + 1]]:
-                    row = kept_rows[s][position] - i * store.chunk
-                    os.pwrite(fd, images[row].tobytes(), offsets[s] + int(position) * image_bytes)
-    finally:
-        for fd in fds.values():
-            os.close(fd)
+    folder: Path
+    rows: dict[str, np.ndarray]  # per split: the kept files' rows in the store, in split order
+    kept: dict[str, list[int]]  # per split: indices into the given files that decoded
+    bad: dict[str, list[str]]  # per split: files that did not decode (skipped)
+    summary: dict
+    channels: int
 
 
 def store_fingerprints(store: Store, rows: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -65,11 +49,19 @@ def store_fingerprints(store: Store, rows: dict[str, np.ndarray]) -> dict[str, t
     return {s: (hashes[rows[s]], digests[rows[s]]) for s in SPLITS}
 
 
-def gather_splits(store: Store, rows: dict[str, np.ndarray], skip_bad: bool) -> tuple[Path, dict, dict]:
-    """Write (or find) the carve's split files: rows of the store per split, in split order.
+def write_carve(folder: Path, rows: dict[str, np.ndarray], meta: dict) -> None:
+    """The carve's record: its rows, then its meta, each written atomically (an interrupted write
+    leaves no meta.json beside new rows, and the next gather writes both again)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / ROWS, lambda f: np.savez(f, **rows))
+    atomic_write(folder / CARVE_META, lambda f: f.write(json.dumps(meta).encode()))
 
-    Returns (the carve's folder, kept positions per split, skipped files per split). TLError naming
-    the first file that did not decode, unless ``skip_bad``.
+
+def gather_splits(store: Store, rows: dict[str, np.ndarray], skip_bad: bool) -> Carve:
+    """The carve of ``rows`` (per split, store rows in split order): recorded once, found after.
+
+    Raises:
+        TLError: naming the first file that did not decode, unless ``skip_bad``.
     """
     ok, errors, channels, records = chunk_status(store)
     kept = {s: [i for i, r in enumerate(rows[s]) if ok[r]] for s in SPLITS}
@@ -81,20 +73,42 @@ def gather_splits(store: Store, rows: dict[str, np.ndarray], skip_bad: bool) -> 
                 raise TLError(f"{errors[first]}; pass --skip-bad-images to skip such files")
     kept_rows = {s: np.asarray(rows[s], dtype=np.int64)[kept[s]] for s in SPLITS}
     folder = store.folder / "splits" / carve_key(kept_rows)
-    if (folder / "meta.json").exists():
-        return folder, kept, bad
-    c = 3 if (channels == 3).any() else 1
-    size = store.image_size
-    check_disk(store.folder, sum(len(r) for r in kept_rows.values()) * c * size * size, "the carve's split arrays")
-    tmp = store.folder / "splits" / f".{folder.name}.{os.getpid()}.part"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_splits(tmp, kept_rows, store, c)
-    summary = summarize_decode_records([records[r] for s in SPLITS for r in kept_rows[s]])
-    (tmp / "meta.json").write_text(json.dumps({"summary": summary, "skipped": bad, "channels": c,
-                                               "rows": {s: len(kept_rows[s]) for s in SPLITS}}))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process wrote the same carve first: same bytes
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder, kept, bad
+    if (folder / ROWS).exists() and (folder / CARVE_META).exists():
+        meta = json.loads((folder / CARVE_META).read_text())
+    else:  # new, or a carve that copied its pixels (split files) and is recorded as rows now
+        meta = {"summary": summarize_decode_records([records[r] for s in SPLITS for r in kept_rows[s]]),
+                "skipped": bad, "channels": 3 if (channels == 3).any() else 1,
+                "rows": {s: len(kept_rows[s]) for s in SPLITS}}
+        write_carve(folder, kept_rows, meta)
+    return Carve(folder, kept_rows, kept, bad, meta["summary"], int(meta["channels"]))
+
+
+def split_copies(store_folder: Path) -> list[Path]:
+    """The ``<split>.npy`` pixel copies that carves wrote before carves were rows (never read now)."""
+    return [p for s in SPLITS for p in Path(store_folder).glob(f"splits/*/{s}.npy")]
+
+
+def drop_split_copies(store_folder: Path) -> int:
+    """Remove the store's old split copies if no other process uses the store (an older version may
+    still map them): a carve without its rows goes whole (it is recorded again, as rows, when next
+    asked for), else only its copies. Returns the bytes freed (0: none, or the store is in use)."""
+    from tl.data.store.admin import claim  # admin's lock pair: what prune takes
+
+    copies = split_copies(store_folder)
+    if not copies:
+        return 0
+    held = claim(Path(store_folder))
+    if held is None:
+        return 0
+    freed = 0
+    with held:
+        for p in copies:
+            try:
+                freed += p.stat().st_size
+                p.unlink()
+            except FileNotFoundError:
+                pass
+        for carve in {p.parent for p in copies}:
+            if not (carve / ROWS).exists():
+                shutil.rmtree(carve, ignore_errors=True)
+    return freed
