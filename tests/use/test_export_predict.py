@@ -192,7 +192,7 @@ def test_npz_split_input_scores_like_the_arrays(setup: dict, tmp_path: Path):
     """``file.npz:test`` goes through tl.data's npz reader (MedMNIST layout, N x H x W x 3 here)."""
     arrays = setup["arrays"]
     npz = tmp_path / "new.npz"
-    np.savez(npz, **{f"{s}_images": arrays.images[s].transpose(0, 2, 3, 1) for s in ("train", "val", "test")},
+    np.savez(npz, **{f"{s}_images": np.asarray(arrays.images[s]).transpose(0, 2, 3, 1) for s in ("train", "val", "test")},
              **{f"{s}_labels": arrays.labels[s][:, None] for s in ("train", "val", "test")})
     assert predict_main([str(setup["bundle"]), f"{npz}:test", "--out", str(tmp_path / "p.csv")]) == 0
     frame = pd.read_csv(tmp_path / "p.csv")

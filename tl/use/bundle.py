@@ -158,6 +158,8 @@ class Bundle:
 
         ``calibrated`` applies the bundle's val-fitted temperature; its threshold is on those.
         """
+        if hasattr(images, "__array__") and not isinstance(images, np.ndarray):  # a decode-store split (ChunkRows)
+            images = np.asarray(images)
         if not isinstance(images, np.ndarray):
             images, _ = self.decode_files(images, skip_bad=False)
         probs = self.predict_raw(images, batch_size, progress)
