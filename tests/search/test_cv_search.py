@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,7 +77,11 @@ def test_resumed_stage_runs_each_fold_once_and_the_folds_partition_train_and_val
     tests = [np.load(d / "test_predictions.npz")["labels"] for d in dirs]
     assert all(len(t) == sizes["test"] for t in tests), "every fold model is tested on the whole test split"
     assert meta["finalists"]["cv"]["n_pooled"] == sizes["train"] + sizes["val"]
-    assert "continuing the stage" in cv_experiment["stdout"] and "fold ensemble" in cv_experiment["stdout"]
+    printed = cv_experiment["stdout"]
+    assert "continuing the stage" in printed and "fold ensemble" in printed
+    winner_se = re.search(r"out-of-fold cv_acc [0-9.]+ ± ([0-9.]+) SE", printed).group(1)  # the winner's line is first
+    assert re.search(r"chosen out of fold: cv_acc [0-9.]+ ± ([0-9.]+) SE", printed).group(1) == winner_se, \
+        "the recommendation and the finalists' table must print the same standard error"
 
 
 def test_report_ranks_out_of_fold_and_the_exported_fold_ensemble_reproduces_it_from_pngs(cv_experiment, tmp_path):

@@ -146,8 +146,7 @@ def finalist_runs(exp: Experiment) -> pd.DataFrame:
     return runs.sort_values(order, kind="mergesort").reset_index(drop=True)
 
 
-def stage_recipes(exp: Experiment, runs: pd.DataFrame, *, n_resamples: int = N_RESAMPLES,
-                  seed: int = SEED) -> tuple[pd.DataFrame, str]:
+def stage_recipes(exp: Experiment, runs: pd.DataFrame, *, seed: int = SEED) -> tuple[pd.DataFrame, str]:
     """(one row per recipe, winner first; why the winner won, "" for the seeds' rule).
 
     Over seeds the winner has the best mean val (:func:`recipe_summary`). Over cross-validation
@@ -166,7 +165,7 @@ def stage_recipes(exp: Experiment, runs: pd.DataFrame, *, n_resamples: int = N_R
     tested = tested_mask(runs)
     oofs = {int(r): cv.out_of_fold(runs, dirs, int(r), tested) for r in recipes[RECIPE_KEY]}
     summary = cv.cv_summary(oofs, n_pooled, k, metric, mode, dataset_record(exp.meta).get("task"),
-                            positive_index(exp.meta), n_resamples=n_resamples, seed=seed)
+                            positive_index(exp.meta), seed=seed)
     costs = cv.recipe_costs(runs, exp.frame)
     winner, why = cv.choose(summary, costs, metric, mode, str(plan.get("choose") or cv.DEFAULT_CHOICE))
     column = cv.cv_column(metric)
@@ -270,7 +269,7 @@ def build_finalists(exp: Experiment, *, n_resamples: int = N_RESAMPLES, seed: in
         notes.append(f"finalists of several experiments: showing {first}'s")
         exp = exp._replace(trials=exp.trials[exp.trials["experiment"] == first].reset_index(drop=True))
     runs = finalist_runs(exp)
-    recipes, why = stage_recipes(exp, runs, n_resamples=n_resamples, seed=seed)  # winner first
+    recipes, why = stage_recipes(exp, runs, seed=seed)  # winner first
     config = runs.drop_duplicates(RECIPE_KEY)[[c for c in (RECIPE_KEY, SOURCE_KEY, *RECIPE_COLUMNS) if c in runs]]
     recipes = recipes.merge(config, on=RECIPE_KEY, how="left")
     recipes = recipes[[RECIPE_KEY, *[c for c in config.columns if c != RECIPE_KEY],
@@ -352,5 +351,5 @@ def _out_of_fold(r: pd.Series, column: str) -> str:
 def winner_recipe(exp: Experiment) -> int | None:
     """The finalist stage's winning recipe id (None if no finalist ran all its epochs), without
     computing the seed ensemble's bootstrap intervals as :func:`build_finalists` does."""
-    recipes, _ = stage_recipes(exp, finalist_runs(exp), n_resamples=200)
+    recipes, _ = stage_recipes(exp, finalist_runs(exp))
     return int(recipes[RECIPE_KEY].iloc[0]) if len(recipes) and recipes["winner"].iloc[0] else None

@@ -152,7 +152,7 @@ def _asked(exp: Experiment, trial: str, metric: str, mode: str, column: str) -> 
 
 def _finalist(exp: Experiment, stage: Experiment, metric: str, mode: str) -> Recommendation | None:
     runs = finalist_runs(stage)
-    recipes, _ = stage_recipes(stage, runs, n_resamples=200)  # the SE is not needed here
+    recipes, _ = stage_recipes(stage, runs)
     if not len(recipes) or not recipes["winner"].iloc[0]:
         return None
     folds = cv_column(metric) in recipes.columns
