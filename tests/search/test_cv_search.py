@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cli_cases import in_process
 from trial_rows import read_rows
 
 pytestmark = pytest.mark.slow  # starts Ray searches
@@ -86,7 +87,7 @@ def test_resumed_stage_runs_each_fold_once_and_the_folds_partition_train_and_val
 
 def test_report_ranks_out_of_fold_and_the_exported_fold_ensemble_reproduces_it_from_pngs(cv_experiment, tmp_path):
     exp, out = cv_experiment["exp"], tmp_path / "summary"
-    run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=ROOT, capture_output=True, text=True, timeout=300)  # noqa: E731
+    run = lambda module, *a: in_process(module, list(a))  # noqa: E731  (no fresh interpreter: 4 s of imports each)
     proc = run("analysis.summarize", str(exp), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     recipes = pd.read_csv(out / "finalists.csv")
