@@ -223,7 +223,12 @@ def _point_in_space(space: SearchSpace, point: dict) -> bool:
 
 def validate_space(space: SearchSpace) -> None:
     """Check every constant; raises TLError naming the file, the key and the reason."""
-    p = space.path
+    for check in (_check_models, _check_params_and_labels, _check_budget, _check_data_options, _check_stage):
+        check(space, space.path)
+
+
+def _check_models(space: SearchSpace, p: str) -> None:
+    """BACKBONES (each known, each weights version real), DATASETS and FREEZE."""
     if not isinstance(space.backbones, dict) or not space.backbones:
         raise _fail(p, "BACKBONES", "must be a non-empty dict backbone -> list of weights")
     for backbone, weights in space.backbones.items():
@@ -242,6 +247,10 @@ def validate_space(space: SearchSpace) -> None:
         raise _fail(p, "DATASETS", f"must be a list of dataset names or paths, got {space.datasets!r}")
     if not space.freeze or any(f not in FREEZE_MODES for f in space.freeze):
         raise _fail(p, "FREEZE", f"must be a non-empty list from {FREEZE_MODES}, got {space.freeze!r}")
+
+
+def _check_params_and_labels(space: SearchSpace, p: str) -> None:
+    """PARAMS and FIXED values, METRIC, TASK, POSITIVE_CLASS and UNCERTAIN."""
     for key, value in {**space.params, **space.fixed}.items():
         _check_param(p, key, value)
     if space.metric not in VAL_METRICS:
@@ -252,6 +261,10 @@ def validate_space(space: SearchSpace) -> None:
         raise _fail(p, "POSITIVE_CLASS", f"must be a class name (a string), got {space.positive_class!r}")
     if space.uncertain is not None:
         check_policy(space.uncertain, f"{p}: UNCERTAIN")
+
+
+def _check_budget(space: SearchSpace, p: str) -> None:
+    """MODE, the trial and epoch budget, ASHA's settings, the sampler and START_WITH."""
     if space.mode not in ("max", "min"):
         raise _fail(p, "MODE", f"must be max or min, got {space.mode!r}")
     for key in ("max_epochs", "num_samples", "grace_period"):
@@ -271,6 +284,10 @@ def validate_space(space: SearchSpace) -> None:
     for point in space.start_with:
         if not _point_in_space(space, point):
             raise _fail(p, "START_WITH", f"{point!r} is not in BACKBONES")
+
+
+def _check_data_options(space: SearchSpace, p: str) -> None:
+    """SUBGROUP_COLUMNS, SUBGROUP_PATH and GROUPS."""
     if space.subgroup_columns is not None and not (isinstance(space.subgroup_columns, str) or (
             isinstance(space.subgroup_columns, list) and all(isinstance(c, str) for c in space.subgroup_columns))):
         raise _fail(p, "SUBGROUP_COLUMNS", f"must be a list of column names, got {space.subgroup_columns!r}")
@@ -278,6 +295,10 @@ def validate_space(space: SearchSpace) -> None:
         raise _fail(p, "SUBGROUP_PATH", f"must be a regex string, got {space.subgroup_path!r}")
     if space.groups is not None and (not isinstance(space.groups, str) or not space.groups):
         raise _fail(p, "GROUPS", f"must be a regex string with a capture group, got {space.groups!r}")
+
+
+def _check_stage(space: SearchSpace, p: str) -> None:
+    """The finalist stage (FINALISTS, FINALIST_SEEDS, CV, CHOOSE) and each trial's resources."""
     for key in ("finalists", "finalist_seeds"):
         value = getattr(space, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
