@@ -33,6 +33,7 @@ from tl.core.uncertain import POLICY_KEY, apply_uncertain
 from tl.data import DatasetArrays, load_dataset
 from tl.data.arrays import ChunkRows
 from tl.data.folds import fold_arrays
+from tl.train.ended import ended_metrics, write_reported_metrics
 from tl.train.feature_cache import cached_features, identity_batcher
 from tl.train.inference import Batcher, autocast_dtype, batch_correct, predict_logits, to_probs
 from tl.train.models import apply_freeze, build_model, freeze_bn_stats, get_backbone, get_classifier
@@ -413,6 +414,30 @@ def train_transfer(config: dict, datasets: dict | None = None, weight_refs: dict
 
     torch.set_num_threads(_trial_threads())  # threads = CPUs given to the trial, so trials don't fight
     cfg = {**DEFAULTS, **config}
+    node_id = ray.get_runtime_context().get_node_id()  # where it ran: placement on a cluster is checkable
+    checkpoint = tune.get_checkpoint()
+    with (checkpoint.as_directory() if checkpoint else nullcontext()) as restore_dir:
+        ended = ended_metrics(restore_dir, tune.get_context().get_trial_dir())
+        if ended is not None:  # it ended before the driver died; Ray's saved state had not caught up
+            tune.report(ended)
+            return
+        arrays, state_dict = _trial_inputs(cfg, datasets, weight_refs)
+        for metrics, state in run_epochs(cfg, arrays, state_dict, restore_dir):
+            reported = {**metrics, "node_id": node_id}
+            with tempfile.TemporaryDirectory() as tmp:
+                save_checkpoint(state, Path(tmp))
+                write_reported_metrics(reported, Path(tmp))
+                _save_beside_trial(state)
+                tune.report(reported, checkpoint=tune.Checkpoint.from_directory(tmp))
+            release_free_heap()
+    release_free_heap()  # before a reused actor starts its next trial
+
+
+def _trial_inputs(cfg: dict, datasets: dict | None, weight_refs: dict | None) -> tuple[DatasetArrays, dict | None]:
+    """The trial's images (from the object store when the driver decoded them, else loaded here; one
+    cross-validation fold of train + val for a fold trial) and its pretrained weights."""
+    import ray
+
     if datasets and cfg["image_size"] in datasets:
         arrays = datasets[cfg["image_size"]]
     else:
@@ -422,19 +447,8 @@ def train_transfer(config: dict, datasets: dict | None = None, weight_refs: dict
         arrays = fold_arrays(arrays, int(cfg[FOLDS_KEY]), int(cfg[FOLD_KEY]), int(cfg[FOLD_SEED_KEY]))
     key = f"{cfg['backbone']}|{cfg['weights']}"
     if weight_refs and key in weight_refs:
-        state_dict = ray.get(weight_refs[key])
-    else:
-        state_dict = load_state_dict(cfg["backbone"], cfg["weights"])
-    node_id = ray.get_runtime_context().get_node_id()  # where it ran: placement on a cluster is checkable
-    checkpoint = tune.get_checkpoint()
-    with (checkpoint.as_directory() if checkpoint else nullcontext()) as restore_dir:
-        for metrics, state in run_epochs(cfg, arrays, state_dict, restore_dir):
-            with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint(state, Path(tmp))
-                _save_beside_trial(state)
-                tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(tmp))
-            release_free_heap()
-    release_free_heap()  # before a reused actor starts its next trial
+        return arrays, ray.get(weight_refs[key])
+    return arrays, load_state_dict(cfg["backbone"], cfg["weights"])
 
 
 def release_free_heap() -> None:

@@ -34,6 +34,8 @@ PARAMS_FILE, RESULT_FILE, PROGRESS_FILE, ERROR_FILE = "params.json", "result.jso
 TRIAL_MARKER = PARAMS_FILE
 # A checkpoint's files: the best-by-val weights, and the state a resumed trial continues from.
 BEST_WEIGHTS_FILE, RESUME_STATE_FILE = "best_model.pt", "state.pt"
+# ... and the metrics the checkpoint's epoch was reported with (tl.train.ended: a trial that ended stays ended).
+REPORTED_METRICS_FILE = "reported_metrics.json"
 STATE_GLOB = "experiment_state-*.json"
 # Saved once a trial is tested, from its best-by-val epoch, in the trial folder and its checkpoint.
 PREDICTION_KEYS = ("test_predictions", "val_predictions")
