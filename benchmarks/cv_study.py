@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import subprocess
 import sys
 import time
@@ -76,7 +77,7 @@ def figures(exp, rec) -> dict:
             "val": rec.val, "members": len(rec.trials), "model": rec.kind}
 
 
-def measure(storage: Path, dataset: str, seed: int, walls: dict) -> list[dict]:
+def measure(storage: Path, dataset: str, seed: int, walls: dict, out: Path) -> list[dict]:
     rows = []
     seeds_exp = load_experiments([storage / f"{dataset}-seeds-{seed}"])
     search, stage = split_stages(seeds_exp)
@@ -90,9 +91,16 @@ def measure(storage: Path, dataset: str, seed: int, walls: dict) -> list[dict]:
                  "wall_s": _span(cv_search) + _span(cv_stage)})
     for r in rows:
         r.update(dataset=dataset, seed=seed)
-    rows[-1]["command_s"] = walls.get("cv")
-    rows[1]["command_s"] = walls.get("seeds")
+    rows[-1]["command_s"] = walls.get("cv", _console_seconds(out, f"{dataset}-cv-{seed}"))
+    rows[1]["command_s"] = walls.get("seeds", _console_seconds(out, f"{dataset}-seeds-{seed}"))
     return rows
+
+
+def _console_seconds(out: Path, name: str) -> float | None:
+    """The wall seconds a search run before this call took, from the ``[exit 0, N s]`` line of its saved console."""
+    console = out / f"{name}.txt"
+    found = re.search(r"\[exit 0, (\d+) s\]\s*$", console.read_text()) if console.is_file() else None
+    return float(found.group(1)) if found else None
 
 
 def summary(frame: pd.DataFrame) -> str:
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.measure_only and not (args.storage / name).is_dir():
                     walls[protocol] = run(name, dataset, seed, protocol, args)
                     print(f"[cv_study] {name}: {walls[protocol]:.0f} s", flush=True)
-            rows += measure(args.storage, dataset, seed, walls)
+            rows += measure(args.storage, dataset, seed, walls, args.out)
             frame = pd.DataFrame(rows)
             frame.to_csv(args.out / "study.csv", index=False)
             (args.out / "study.md").write_text(f"# CV study ({dt.date.today()}, {SPACE})\n\n{summary(frame)}\n")
