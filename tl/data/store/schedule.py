@@ -120,7 +120,9 @@ def run_with_ray_data(jobs: Jobs, image_size: int, workers: int) -> Iterator[tup
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # address="local": a new instance, never a cluster some other job started with `ray start`
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
