@@ -287,6 +287,8 @@ def test_nih_table_runs_end_to_end_by_patient_and_its_bundle_scores_dicoms(tmp_p
                              "--data-dir", str(data_dir), "--gradcam", "0"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert export.returncode == 0, export.stderr[-2000:]
+    with np.load(tmp_path / "b" / "reference_features.npz") as z:  # tl.evaluate folds the bundle's val by patient
+        assert {patient[Path(n).name] for n in names["val"]["files"]} == set(z["groups"].tolist())
     out = tmp_path / "siim.csv"
     predict = subprocess.run([sys.executable, "-m", "tl.predict", str(tmp_path / "b"),
                               str(data_dir / "siim_acr_11" / "dicom-images"), "--out", str(out)],

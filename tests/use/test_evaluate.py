@@ -135,3 +135,25 @@ def test_bad_input_is_one_error_line_and_nothing_written(setup: dict, tmp_path: 
     else:
         assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")], "no temporary folder left"
+
+
+def test_the_reference_is_folded_by_the_patients_the_bundle_recorded():
+    """Val images of one patient share features: the classifier's folds must keep them together, as the
+    export's own val-vs-test check does, so the patients tl.export saves reach tl.evaluate's classifier."""
+    from types import SimpleNamespace
+
+    from tl.core.results.files import Predictions
+    from tl.use.evaluate import Reference, shift_against_reference
+
+    rng = np.random.default_rng(0)
+    patients = np.repeat([f"p{i}" for i in range(12)], 5)  # 60 val images of 12 patients
+    ref = rng.normal(size=(60, 8)).astype(np.float32)
+    new = rng.normal(size=(40, 8)).astype(np.float32)
+    val = Predictions(np.full((60, 2), 0.5), np.tile([0, 1], 30))
+    bundle = SimpleNamespace(meta={"positive_index": 1}, task="binary", class_names=["a", "b"])
+    by_image = shift_against_reference(bundle, Reference(ref, val, "", None), new, None,
+                                       Predictions(np.full((40, 2), 0.5), np.tile([0, 1], 20)))
+    by_patient = shift_against_reference(bundle, Reference(ref, val, "", patients), new, None,
+                                         Predictions(np.full((40, 2), 0.5), np.tile([0, 1], 20)))
+    assert (by_image.domain.grouped, by_image.domain.n_groups) == (False, 100)
+    assert (by_patient.domain.grouped, by_patient.domain.n_groups) == (True, 12 + 40)

@@ -23,7 +23,7 @@ folder, written under a temporary name and renamed at the end, so a failed run l
 - ``report.html``: all of it on one page in the search report's style (``tl.core.html_report``).
 
 The shift check: ``tl.export`` stored the first member's penultimate features of its val images
-(``reference_features.npz``); the same features of up to ``MAX_SHIFT_IMAGES`` evaluated images (a
+(``reference_features.npz``, with val's patients when the search knew them); the same features of up to ``MAX_SHIFT_IMAGES`` evaluated images (a
 seeded sample) train ``tl.core.shift.domain_classifier`` to tell the two apart. Val's probabilities
 come from those features through the member's own classifier layer, so the diagnosis needs nothing
 else. A bundle exported before the features existed gets a note instead.
@@ -36,6 +36,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -258,9 +259,18 @@ def calibration_figures(bundle: Bundle, pred: Predictions, raw: np.ndarray) -> d
     return out
 
 
-def reference_predictions(bundle: Bundle, folder: Path) -> tuple[np.ndarray, Predictions, str] | None:
-    """(features, raw predictions, note) of the bundle's own val images from ``reference_features.npz``:
-    probabilities through the first member's classifier layer. None when the bundle has no such file."""
+class Reference(NamedTuple):
+    """The bundle's own val images, as ``reference_features.npz`` keeps them."""
+
+    features: np.ndarray  # (N, D) the first member's penultimate features
+    predictions: Predictions  # probabilities through that member's classifier layer, and the labels
+    note: str  # how the probabilities were made, when the bundle has several members
+    groups: np.ndarray | None  # each image's patient (bundles exported before it was saved: None)
+
+
+def reference_predictions(bundle: Bundle, folder: Path) -> Reference | None:
+    """The bundle's own val images from ``reference_features.npz``: features, probabilities through
+    the first member's classifier layer, patients when known. None when the bundle has no such file."""
     import torch
 
     from tl.train.inference import to_probs
@@ -272,6 +282,7 @@ def reference_predictions(bundle: Bundle, folder: Path) -> tuple[np.ndarray, Pre
     try:
         with np.load(path) as z:
             features, labels, member = z["features"].astype(np.float32), np.asarray(z["labels"]), str(z["member"])
+            groups = np.asarray(z["groups"]).astype(str) if "groups" in z.files else None
     except (OSError, ValueError, KeyError) as exc:
         raise TLError(f"{path}: unreadable reference features ({exc}); re-export the bundle") from None
     first = bundle.members[0]
@@ -281,7 +292,7 @@ def reference_predictions(bundle: Bundle, folder: Path) -> tuple[np.ndarray, Pre
     note = "" if len(bundle.members) == 1 else (
         f"val's probabilities are member {member}'s alone (the reference features are its), the evaluated images' "
         f"the ensemble's mean")
-    return features, Predictions(probs, labels), note
+    return Reference(features, Predictions(probs, labels), note, groups)
 
 
 @dataclass
@@ -296,16 +307,17 @@ class Shift:
     notes: list[str] = field(default_factory=list)
 
 
-def shift_against_reference(bundle: Bundle, reference, features: np.ndarray | None, groups: np.ndarray | None,
-                            new: Predictions) -> Shift:
-    """``tl.core.shift``'s diagnosis with the bundle's val images as "val" and the evaluated ones as "test"."""
+def shift_against_reference(bundle: Bundle, reference: Reference | None, features: np.ndarray | None,
+                            groups: np.ndarray | None, new: Predictions) -> Shift:
+    """``tl.core.shift``'s diagnosis with the bundle's val images as "val" and the evaluated ones as "test";
+    the classifier's folds keep each patient on one side, on either side where the patients are known."""
     if reference is None:
         return Shift(note=f"no shift check: the bundle has no {REFERENCE_FEATURES} (exported before tl.export "
                           "wrote it); export the experiment again to add it")
-    ref_features, val, note = reference
+    ref_features, val, note, ref_groups = reference
     if features is None or features.shape[1] != ref_features.shape[1]:
         return Shift(note="no shift check: the evaluated images' features do not match the reference's")
-    domain = domain_classifier(ref_features, features, None, groups)
+    domain = domain_classifier(ref_features, features, ref_groups, groups)
     positive = bundle.meta.get("positive_index") if bundle.task == "binary" else None
     diagnosis = shift_diagnosis(val, new, bundle.class_names, domain, positive)
     return Shift(diagnosis, domain, len(ref_features), len(features), "", [note] if note else [])

@@ -90,8 +90,10 @@ def write_shift_files(bundle, arrays, regex: str | None, bundle_dir: Path, exper
     trials = list(bundle.meta["provenance"]["trials"])
     member = str(bundle.members[0].spec["trial"])
     labels = {s: np.asarray(arrays.labels[s]) for s in SHIFT_SPLITS}
+    # val's patients too, when known: tl.evaluate's classifier then folds the reference by patient
     np.savez_compressed(bundle_dir / REFERENCE_FEATURES, features=features["val"].astype(np.float16),
-                        labels=labels["val"], member=member)
+                        labels=labels["val"], member=member,
+                        **({"groups": groups["val"].astype(str)} if groups["val"] is not None else {}))
     explain = experiment / EXPLAIN_DIR
     explain.mkdir(exist_ok=True)
     np.savez_compressed(explain / SHIFT_FEATURES, val_features=features["val"].astype(np.float16),
