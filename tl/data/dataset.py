@@ -5,7 +5,10 @@ trials, export and audit use.
 from __future__ import annotations
 
 import hashlib
+import json
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from tl.core.tasks import Task, resolve_task
 from tl.data.arrays import DatasetArrays
@@ -62,14 +65,37 @@ def check_labels(dataset: str, data_dir: str | Path | None = None, *, offline: b
                         where=found.name)
 
 
+_listed: dict | None = None  # within listed_once(): each (path, groups, table)'s Listing
+
+
+@contextmanager
+def listed_once() -> Iterator[None]:
+    """Within, a folder or label table is listed once, not once per check and image size: a command's
+    label check, fold check, subgroup plan and decode then share one listing (10^5 files take
+    seconds to walk). Only for the span of one command: a listing is not revisited once it ends."""
+    global _listed
+    outer, _listed = _listed, {}
+    try:
+        yield
+    finally:
+        _listed = outer
+
+
 def list_source(path: Path, groups: str | None, table: dict | None) -> Listing | DatasetArrays:
     """What a dataset path holds before decoding: a label table's or an image folder's ``Listing``
     (files, labels, official splits, groups), or an ``.npz``'s arrays (its pixels are the file)."""
+    key = (str(Path(path).resolve()), groups, json.dumps(table, sort_keys=True, default=str))
+    if _listed is not None and key in _listed:
+        return _listed[key]
     if is_table(path):
-        return list_label_table(path, TableOptions.from_mapping(table), groups)
-    if path.is_file():
-        return load_npz_splits(path, groups)
-    return list_image_folder(path, groups)
+        found = list_label_table(path, TableOptions.from_mapping(table), groups)
+    elif path.is_file():
+        return load_npz_splits(path, groups)  # arrays its callers change: read again (an .npz reads fast)
+    else:
+        found = list_image_folder(path, groups)
+    if _listed is not None:
+        _listed[key] = found
+    return found
 
 
 def _load_arrays(dataset, image_size, data_dir, offline, seed, skip_bad, use_cache, groups, table) -> DatasetArrays:

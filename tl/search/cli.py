@@ -27,7 +27,7 @@ from tl.core.results.split_audit import TRAIN_COPIES
 from tl.core.tasks import check_metric
 from tl.data import load_dataset, resolve_dataset_path
 from tl.data.audit import audit_lines, audit_splits, save_pairs
-from tl.data.dataset import check_labels
+from tl.data.dataset import check_labels, listed_once
 from tl.data.folds import check_folds, check_k
 from tl.data.subgroups import SubgroupPlan, plan_subgroups, subgroups_of_test
 from tl.data.table_source import add_table_arguments, table_options_from_args
@@ -492,11 +492,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = get_args_parser().parse_args(argv)
     try:
-        datasets = datasets_to_search(args)
-        if len(datasets) > 1:
-            return run_on_datasets(args, argv, datasets, check=_check_dataset, run=run_search)
-        args.dataset = datasets[0]
-        return run_search(args, argv)
+        with listed_once():  # the checks before Ray and the decode share each dataset's listing
+            datasets = datasets_to_search(args)
+            if len(datasets) > 1:
+                return run_on_datasets(args, argv, datasets, check=_check_dataset, run=run_search)
+            args.dataset = datasets[0]
+            return run_search(args, argv)
     except TLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
