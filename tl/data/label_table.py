@@ -356,7 +356,8 @@ def _label_items(labels, columns: list[str], table: Path) -> list[str]:
     return items
 
 
-def _number(text: str) -> float | None:
+def finite_number(text: str) -> float | None:
+    """A cell as a finite float, else None (text, blank, inf, nan)."""
     try:
         x = float(text)
     except ValueError:
@@ -381,7 +382,7 @@ def _parse_labels(table, items, columns, cells, lines, no_finding):
 def _parse_compare(table, match, columns, cells, lines):
     column = _column(match["column"], columns, table, "label column")
     op, want = match["op"], match["value"].strip()
-    want_number = _number(want)
+    want_number = finite_number(want)
     values = cells[column]
     if want:
         blank = [line for v, line in zip(values, lines) if not v]
@@ -392,7 +393,7 @@ def _parse_compare(table, match, columns, cells, lines):
     def equal(v: str) -> bool:
         if v == want:
             return True
-        n = _number(v)
+        n = finite_number(v)
         return n is not None and want_number is not None and n == want_number
 
     same = {v: equal(v) for v in set(values)}
@@ -410,7 +411,7 @@ def _parse_classes(table, column, values, lines):
         raise TLError(f"{table}: label column {column!r} is blank on line {blank[0]} ({len(blank)} rows); "
                       f"every row needs a class")
     unique = set(values)
-    numbers = {v: _number(v) for v in unique}
+    numbers = {v: finite_number(v) for v in unique}
     numeric = [v for v in unique if numbers[v] is not None]
     if numeric and len(numeric) < len(unique):
         _mixed(table, column, values, lines, numbers)
@@ -453,7 +454,7 @@ def _parse_joined(table, column, values, lines, no_finding):
             parsed.append(())
             continue
         for p in parts:
-            if _number(p) is None:
+            if finite_number(p) is None:
                 text_seen = text_seen or (p, line)
             else:
                 numbers_seen = numbers_seen or (p, line)
@@ -479,7 +480,7 @@ def _finding_value(text: str) -> int | None:
     """1 / 0 / -1 for an allowed finding cell, 2 for blank, None for anything else."""
     if not text:
         return 2
-    n = _number(text)
+    n = finite_number(text)
     if n is not None:
         return int(n) if n in (1.0, 0.0, -1.0) else None
     word = text.lower()
@@ -496,7 +497,7 @@ def _parse_finding_columns(table, columns, cells, lines):
         parsed = {v: _finding_value(v) for v in set(values)}
         bad = [v for v, p in parsed.items() if p is None]
         if bad:
-            numbers = {v: _number(v) for v in parsed}
+            numbers = {v: finite_number(v) for v in parsed}
             words = [v for v in parsed if v and numbers[v] is None and _finding_value(v) is None]
             if words and any(numbers[v] is not None for v in parsed):
                 _mixed(table, column, values, lines, numbers)

@@ -41,7 +41,7 @@ from tl.core.errors import TLError
 from tl.core.subgroups import IMAGE_COLUMN, UNKNOWN
 from tl.data.arrays import DatasetArrays
 from tl.data.formats import is_dicom
-from tl.data.label_table import find_column, read_table, read_label_table
+from tl.data.label_table import find_column, finite_number, read_table, read_label_table
 from tl.data.locate import relative_name, resolve_dataset_path
 from tl.data.table_source import TableOptions, is_table
 
@@ -106,14 +106,6 @@ def parse_age(text: str) -> float | None:
     return int(m.group(1)) / _AGE_UNITS[(m.group(2) or "Y").upper()]
 
 
-def _number(text: str) -> float | None:
-    try:
-        x = float(text)
-    except ValueError:
-        return None
-    return x if math.isfinite(x) else None
-
-
 def _cut(values: list[str], column: str) -> tuple[list[str], dict]:
     """The subgroup of each cell of one table column, and how they were formed (rules: module docstring)."""
     present = [v for v in values if v]
@@ -122,7 +114,7 @@ def _cut(values: list[str], column: str) -> tuple[list[str], dict]:
         if present and all(a is not None for a in ages.values()):
             out = [age_band(ages[v]) if v else UNKNOWN for v in values]
             return out, {"bands": "age", "order": [b[2] for b in AGE_BANDS] + [UNKNOWN]}
-    numbers = {v: _number(v) for v in set(present)}
+    numbers = {v: finite_number(v) for v in set(present)}
     if present and all(x is not None for x in numbers.values()) and len(set(numbers.values())) > MAX_LEVELS:
         edges = np.unique(np.quantile([numbers[v] for v in present], [0, 0.25, 0.5, 0.75, 1.0]))
         labels = [f"[{a:g}, {b:g})" for a, b in zip(edges[:-2], edges[1:-1])] + [f"[{edges[-2]:g}, {edges[-1]:g}]"]
