@@ -76,9 +76,10 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def smoke_experiment(tmp_path_factory: pytest.TempPathFactory, small_data_dir: Path) -> Path:
     """``python -m tl.search search_spaces/smoke.py --num-samples 4 --mlflow`` on tests/fixtures, run once
-    for the end-to-end, report and MLflow tests (all in tests/search/test_search_e2e.py: the suite runs
-    a file's tests on one xdist worker, so a search used by two files would run twice) (its stdout and stderr saved beside the experiment;
-    the MLflow store in ``mlruns`` there). Returns the experiment folder."""
+    for the end-to-end, report and MLflow tests; its stdout and stderr are saved beside the experiment,
+    the MLflow store in ``mlruns`` there. Returns the experiment folder. Its users all live in
+    tests/search/test_search_e2e.py: the suite runs a file's tests on one xdist worker, so a search
+    two files used would run twice."""
     storage = tmp_path_factory.mktemp("results")
     proc = subprocess.run([sys.executable, "-m", "tl.search", "search_spaces/smoke.py", "--data-dir", str(small_data_dir),
                            "--storage", str(storage), "--name", "smoke", "--num-samples", "4",

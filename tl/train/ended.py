@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tl.core.columns import is_tested
 from tl.core.results.files import BEST_WEIGHTS_FILE, REPORTED_METRICS_FILE, RESUME_STATE_FILE
-
-FINISHED_KEY = "test_n"  # reported only by a trial's last epoch, with its test figures
 
 
 def write_reported_metrics(metrics: dict, directory: Path) -> None:
@@ -42,6 +41,6 @@ def ended_metrics(restore_dir: str | None, trial_dir: str | None) -> dict | None
     if checkpoint is None or not (checkpoint / REPORTED_METRICS_FILE).is_file():
         return None  # a checkpoint written before reported metrics were saved: Ray's behaviour as it was
     metrics = json.loads((checkpoint / REPORTED_METRICS_FILE).read_text())
-    finished = FINISHED_KEY in metrics
+    finished = is_tested(metrics)  # only a trial's last epoch reports test figures
     released = (checkpoint / BEST_WEIGHTS_FILE).is_file() and not (checkpoint / RESUME_STATE_FILE).is_file()
     return metrics if finished or released else None

@@ -23,10 +23,11 @@ folder, written under a temporary name and renamed at the end, so a failed run l
 - ``report.html``: all of it on one page in the search report's style (``tl.core.html_report``).
 
 The shift check: ``tl.export`` stored the first member's penultimate features of its val images
-(``reference_features.npz``, with val's patients when the search knew them); the same features of up to ``MAX_SHIFT_IMAGES`` evaluated images (a
-seeded sample) train ``tl.core.shift.domain_classifier`` to tell the two apart. Val's probabilities
-come from those features through the member's own classifier layer, so the diagnosis needs nothing
-else. A bundle exported before the features existed gets a note instead.
+(``reference_features.npz``, with val's patients when the search knew them); the same features of up
+to ``MAX_SHIFT_IMAGES`` evaluated images (a seeded sample) train ``tl.core.shift.domain_classifier``
+to tell the two apart. Val's probabilities come from those features through the member's own
+classifier layer, so the diagnosis needs nothing else. A bundle exported before the features existed
+gets a note instead.
 """
 from __future__ import annotations
 
