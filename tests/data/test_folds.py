@@ -91,3 +91,18 @@ def test_search_refuses_bad_cv_in_one_line_before_ray(cv: str, message: str, tmp
     assert code == 2 and message in err and err.startswith("error: "), err[-1500:]
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir()), "nothing written"
+
+
+def test_a_fold_of_the_decode_store_is_a_view_of_its_rows_with_the_same_pixels(small_data_dir):
+    """Carved from the store, a fold trial's train and val stay rows of the store's chunks (nothing read
+    at trial start), and hold exactly the pixels of the pooled train + val rows the fold names."""
+    from tl.data import load_dataset
+    from tl.data.arrays import ChunkRows
+
+    arrays = load_dataset(str(small_data_dir / "chest_xray"), 16)
+    assert all(isinstance(arrays.images[s], ChunkRows) for s in ("train", "val"))
+    pooled = np.concatenate([np.asarray(arrays.images["train"]), np.asarray(arrays.images["val"])])
+    fold = fold_arrays(arrays, 4, 1, seed=0)
+    for side, rows in (("train", "train_rows"), ("val", "val_rows")):
+        assert isinstance(fold.images[side], ChunkRows), side
+        np.testing.assert_array_equal(np.asarray(fold.images[side]), pooled[fold.split_record["cv"][rows]])

@@ -164,6 +164,15 @@ class ChunkRows:
         """The images at ``positions`` as rows of the same chunks: a view, nothing read."""
         return ChunkRows(self.chunks, self.chunk, self.rows[positions], self.channels, self.side, self.ship_pixels)
 
+    def joined(self, other: "ChunkRows") -> "ChunkRows | None":
+        """This split's rows, then ``other``'s, as one view of the same chunks (nothing read); None when
+        the two are not rows of one store at one shape."""
+        layout = (self.chunks, self.chunk, self.channels, self.side)
+        if layout != (other.chunks, other.chunk, other.channels, other.side):
+            return None
+        return ChunkRows(self.chunks, self.chunk, np.concatenate([self.rows, other.rows]), self.channels, self.side,
+                         self.ship_pixels)
+
     def shipped(self) -> "ChunkRows":
         """The same rows, pickled as their pixels (read at pickling time) for a process that cannot see
         the store's disk; it unpickles as an ndarray."""

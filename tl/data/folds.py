@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from tl.core.errors import TLError
-from tl.data.arrays import DatasetArrays
+from tl.data.arrays import ChunkRows, DatasetArrays
 from tl.data.carve import carve_splits, stratify_key, strata_for_folds
 from tl.data.dataset import list_source
 from tl.data.listing import TEST_FRACTION, VAL_FRACTION
@@ -95,6 +95,15 @@ def _take(arrays: DatasetArrays, field_of, rows: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def _fold_images(arrays: DatasetArrays, rows: np.ndarray):
+    """One side of a fold's images. Carved from the decode store, train and val are rows of the same
+    chunks, and so is the fold (a view: a fold trial starts without reading the pool into memory);
+    otherwise (an ``.npz``'s arrays) the rows are gathered."""
+    train, val = arrays.images["train"], arrays.images["val"]
+    pool = train.joined(val) if isinstance(train, ChunkRows) and isinstance(val, ChunkRows) else None
+    return pool.subset(rows) if pool is not None else _take(arrays, lambda p: arrays.images[p], rows)
+
+
 def fold_arrays(arrays: DatasetArrays, k: int, fold: int, seed: int) -> DatasetArrays:
     """The fold ``fold`` of ``k`` as a ``DatasetArrays``: train = the other folds, val = this fold
     (both in pooled order), test unchanged. ``split_record["cv"]`` records the fold and each side's
@@ -105,7 +114,7 @@ def fold_arrays(arrays: DatasetArrays, k: int, fold: int, seed: int) -> DatasetA
     if not 0 <= fold < k:
         raise TLError(f"fold {fold} is not one of 0..{k - 1}")
     rows = {"train": np.flatnonzero(folds != fold), "val": np.flatnonzero(folds == fold)}
-    images = {**arrays.images, **{s: _take(arrays, lambda p: arrays.images[p], r) for s, r in rows.items()}}
+    images = {**arrays.images, **{s: _fold_images(arrays, r) for s, r in rows.items()}}
     labels = {**arrays.labels, **{s: _take(arrays, lambda p: np.asarray(arrays.labels[p]), r) for s, r in rows.items()}}
     names = dict(arrays.names)
     if all(s in names for s in POOLED):
