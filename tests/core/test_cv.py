@@ -76,3 +76,23 @@ def test_a_recipe_missing_a_fold_cannot_win():
 def test_out_of_fold_loss_is_the_log_loss():
     probs = np.array([[0.8, 0.2], [0.4, 0.6]])
     assert oof_figure(probs, np.array([0, 1]), "val_loss", "binary", 1) == pytest.approx(-np.log([0.8, 0.6]).mean())
+
+
+def test_the_same_predictions_are_summarized_once_and_other_ones_afresh(monkeypatch):
+    """The recommendation, the finalists' table and the report rank the same stage: its bootstrap runs
+    once per process; a change in any prediction, or in the settings, computes anew."""
+    import tl.core.cv as cv
+
+    calls = []
+    real = cv._cv_summary
+    monkeypatch.setattr(cv, "_cv_summary", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(cv, "_SUMMARIES", {})
+    oof = pool_folds([(0, _fold([0, 2], [0.9, 0.3], [1, 0])), (1, _fold([1, 3], [0.2, 0.8], [0, 1]))])
+    first = cv_summary({1: oof}, 4, 2, "val_acc", "max", "binary", 1, n_resamples=50)
+    first.loc[0, "cv_acc"] = -1.0  # a caller's change stays in its copy
+    again = cv_summary({1: oof}, 4, 2, "val_acc", "max", "binary", 1, n_resamples=50)
+    assert len(calls) == 1 and again["cv_acc"].iloc[0] == 1.0
+    changed = oof._replace(probs=oof.probs[:, ::-1].copy())  # every prediction flipped
+    assert cv_summary({1: changed}, 4, 2, "val_acc", "max", "binary", 1, n_resamples=50)["cv_acc"].iloc[0] == 0.0
+    cv_summary({1: oof}, 4, 2, "val_acc", "max", "binary", 1, n_resamples=60)
+    assert len(calls) == 3

@@ -15,6 +15,7 @@ Pure numpy and pandas.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -132,11 +133,37 @@ def _values(oof: OutOfFold, draws: list[np.ndarray], metric: str, task, positive
     return np.array([oof_figure(oof.probs[d], oof.labels[d], metric, task, positive) for d in draws])
 
 
+# cv_summary's frames by the content they are computed from: the recommendation, the finalists'
+# table and the report each rank the same stage, and the bootstrap is seconds at 10^3-10^4 images.
+_SUMMARIES: dict[str, pd.DataFrame] = {}
+_SUMMARIES_KEPT = 8
+
+
+def _summary_key(oofs: dict[int, OutOfFold], *args) -> str:
+    digest = hashlib.sha256(repr(args).encode())
+    for recipe, o in sorted(oofs.items()):
+        digest.update(f"{recipe}:{o.folds}:".encode())
+        groups = [] if o.groups is None else [np.asarray(o.groups).astype(str)]
+        for part in (o.probs, o.labels, o.rows, *groups):
+            digest.update(np.ascontiguousarray(part).tobytes())
+    return digest.hexdigest()
+
+
 def cv_summary(oofs: dict[int, OutOfFold], n_pooled: int, k: int, metric: str, mode: str, task: str | None,
                positive: int | None, *, n_resamples: int = SE_RESAMPLES, seed: int = SEED) -> pd.DataFrame:
     """One row per recipe: ``cv_<m>``, ``cv_<m>_se``, the images covered, whether every fold ran, and the
     paired difference to the best complete recipe with its 95 % bootstrap interval (``diff_to_best``,
-    ``diff_low``, ``diff_high``; in the metric's direction: negative is worse)."""
+    ``diff_low``, ``diff_high``; in the metric's direction: negative is worse). Computed once per
+    process for the same predictions and settings (``_SUMMARIES``)."""
+    key = _summary_key(oofs, n_pooled, k, metric, mode, task, positive, n_resamples, seed)
+    if key not in _SUMMARIES:
+        _SUMMARIES[key] = _cv_summary(oofs, n_pooled, k, metric, mode, task, positive, n_resamples, seed)
+        while len(_SUMMARIES) > _SUMMARIES_KEPT:
+            _SUMMARIES.pop(next(iter(_SUMMARIES)))
+    return _SUMMARIES[key].copy()
+
+
+def _cv_summary(oofs, n_pooled, k, metric, mode, task, positive, n_resamples, seed) -> pd.DataFrame:
     column = cv_column(metric)
     complete = {r: o for r, o in oofs.items() if o.folds == k and len(o.rows) == n_pooled}
     draws = None
