@@ -31,6 +31,7 @@ from tl.data.dataset import check_labels, listed_once
 from tl.data.folds import check_folds, check_k
 from tl.data.subgroups import SubgroupPlan, plan_subgroups, subgroups_of_test
 from tl.data.table_source import add_table_arguments, table_options_from_args
+from tl.search.beside_ray import load_beside_ray
 from tl.search.console import (PREFIX, LiveView, dataset_summary, resume_command, run_options, set_restored_options,
                                space_summary)
 from tl.search.datasets import datasets_to_search, run_on_datasets
@@ -400,10 +401,12 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None, resume_n
     are experiments inside it); default this experiment's."""
     argv = argv if argv is not None else sys.argv[1:]
     p = _check_inputs(args)
-    # Ray before the pixels: the decode store's chunks are Ray tasks on every core (every node with --address).
+    # Pixels the store holds load beside a local Ray's start; what needs decoding waits for Ray: the
+    # decode store's chunks are Ray tasks on every core (every node with --address).
+    beside = load_beside_ray(lambda: _decode_and_audit(p.space, args)) if _starts_local_ray(args) else None
     init_ray(args.address, args.verbose)
     check_cluster_paths(args, p.space, p.where.storage)  # on a cluster: every node sees --storage and the data
-    datasets, audit, audit_pairs = _decode_and_audit(p.space, args)
+    datasets, audit, audit_pairs = (beside and beside.result()) or _decode_and_audit(p.space, args)
     trainable = _shared_trainable(p.space, datasets, p.weights)
     live, callbacks, trackers = _console_callbacks(args, p)
     if not args.resume:
@@ -423,6 +426,13 @@ def run_search(args: argparse.Namespace, argv: list[str] | None = None, resume_n
     if p.where.folder is not None and p.where.folder.is_dir():
         print(f"{PREFIX} {size_line(p.where.folder)}")
     return status
+
+
+def _starts_local_ray(args: argparse.Namespace) -> bool:
+    """True when this search starts a local Ray (not ``--address``, not a second dataset's search)."""
+    import ray
+
+    return not args.address and not ray.is_initialized()
 
 
 def _storage_estimate(p: _Prepared) -> Estimate:

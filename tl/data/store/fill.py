@@ -1,15 +1,36 @@
 """Filling the store: decode the chunks it lacks (``run_chunks``) and write each as it finishes."""
 from __future__ import annotations
 
+import contextvars
 import json
 import shutil
-from contextlib import closing
+from contextlib import closing, contextmanager
+from typing import Iterator
 
 from tl.core.errors import TLError
 from tl.core.no_space import NO_SPACE, is_no_space
 from tl.data.store.layout import ChunkDone, Store, check_disk, human_bytes, write_chunk
 from tl.data.store.progress import Progress
 from tl.data.store.schedule import run_chunks
+
+# False inside ``only_stored``: a store that lacks chunks raises DecodeNeeded instead of decoding.
+_MAY_DECODE = contextvars.ContextVar("tl_store_may_decode", default=True)
+
+
+class DecodeNeeded(Exception):
+    """The store lacks chunks, and the caller asked (``only_stored``) to be told instead of decoding."""
+
+
+@contextmanager
+def only_stored() -> Iterator[None]:
+    """Within it (this thread only), ``fill_store`` raises ``DecodeNeeded`` where it would decode. A
+    search opens, carves and audits a dataset the store already holds while Ray starts; what needs
+    decoding waits for Ray, whose tasks decode the chunks (``tl.search.beside_ray``)."""
+    token = _MAY_DECODE.set(False)
+    try:
+        yield
+    finally:
+        _MAY_DECODE.reset(token)
 
 
 def fill_store(store: Store, *, stop_at_bad: bool = False, workers: int | None = None,
@@ -27,6 +48,8 @@ def fill_store(store: Store, *, stop_at_bad: bool = False, workers: int | None =
     missing = store.missing()
     if not missing:
         return []
+    if not _MAY_DECODE.get():
+        raise DecodeNeeded(f"{len(missing)} chunks missing from {store.folder}")
     pixels = store.image_size ** 2
     n_missing = sum(len(store.paths(i)) for i in missing)
     what = f"decoding {n_missing:,} images at {store.image_size} px"
