@@ -4,11 +4,38 @@ experiment's ``tuner.pkl``: it stays here."""
 from __future__ import annotations
 
 import logging
+import os
 
 from tl.core.errors import TLError
 from tl.search.console import run_options
 from tl.search.space import SearchSpace, SpaceSampler, grid_configs, optuna_points, points_param_space
 from tl.train.trainable import trial_run_options
+
+
+# What a trial's process imports before its first line runs: torch, the trainable, Tune's function trainable.
+PRELOAD_MODULES = "tl.train.trainable,ray.tune.trainable.function_trainable"
+
+
+def warm_trial_workers() -> None:
+    """Before a local Ray starts: let the first trials run in the idle workers Ray starts with itself,
+    with torch and the trainable already imported, instead of a new process each (0.9 s to start it,
+    2.8 s to import; docs/results/scale/first-trial-timeline-smoke.txt).
+
+    - ``RAY_preload_python_modules`` (ray-project/ray#33572): each worker imports ``PRELOAD_MODULES``
+      as it starts, while the driver lists, loads and audits. A user's own list wins.
+    - Ray gives an actor an idle worker only when both have the same runtime environment, and Tune
+      gives every trial actor ``{"env_vars": {"PL_DISABLE_FORK": "1"}}`` (for PyTorch Lightning,
+      ray-project/ray#28197), which no idle worker has (docs/results/scale/actor-workers.txt). The
+      variable goes into this process's environment instead, which Ray's workers inherit, and out of
+      Tune's defaults. If Ray moves it, trials start in new processes again, as before: slower, not wrong.
+    """
+    os.environ.setdefault("RAY_preload_python_modules", PRELOAD_MODULES)
+    from ray.tune.execution import class_cache
+
+    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", {})
+    for name, value in list(defaults.items()):
+        os.environ.setdefault(name, value)
+        defaults.pop(name)
 
 
 def probe_address(address: str) -> None:
@@ -55,6 +82,7 @@ def init_ray(address: str | None, verbose: bool = False) -> None:
         if address:
             ray.init(address=address, **({"log_to_driver": True} | quiet))
         else:  # a new local instance: never join a cluster some other job started with `ray start`
+            warm_trial_workers()
             ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise TLError(f"cannot reach Ray at --address {address}: {str(exc).splitlines()[0]}") from None

@@ -1,8 +1,11 @@
-"""The pixels while Ray starts (tl.search.beside_ray): a dataset the decode store holds loads in a
-thread beside Ray's start; one that needs decoding is refused there (``only_stored``) and waits for
-Ray; a bad input raised in the thread reaches the caller."""
+"""How a search starts. The pixels while Ray starts (tl.search.beside_ray): a dataset the decode store
+holds loads in a thread beside Ray's start; one that needs decoding is refused there (``only_stored``)
+and waits for Ray; a bad input raised in the thread reaches the caller. The first trials take Ray's
+idle workers, which imported torch and the trainable as they started (``warm_trial_workers``)."""
 from __future__ import annotations
 
+import importlib
+import os
 import threading
 
 import pytest
@@ -12,6 +15,7 @@ from tl.core.errors import TLError
 from tl.data import load_dataset
 from tl.data.store.fill import _MAY_DECODE, DecodeNeeded, only_stored
 from tl.search.beside_ray import load_beside_ray
+from tl.search.tuner import PRELOAD_MODULES, warm_trial_workers
 
 
 def _counted_decodes(monkeypatch) -> list:
@@ -97,3 +101,34 @@ def test_the_loading_thread_refuses_to_decode_and_does_not_hold_the_exit():
 
     assert load_beside_ray(where).result(timeout=10) is False
     assert threads == {"daemon": True}
+
+
+@pytest.fixture
+def tune_defaults(monkeypatch):
+    """Tune's trial-actor defaults as Ray ships them, and none of the variables it would propagate."""
+    from ray.tune.execution import class_cache
+
+    monkeypatch.setattr(class_cache, "DEFAULT_ENV_VARS", {"PL_DISABLE_FORK": "1"})
+    for name in {"RAY_preload_python_modules", "PL_DISABLE_FORK", *class_cache.ENV_VARS_TO_PROPAGATE}:
+        monkeypatch.delenv(name, raising=False)
+    return class_cache
+
+
+def test_trial_actors_carry_no_runtime_env_so_ray_s_idle_workers_can_take_them(tune_defaults):
+    class Trainable:
+        pass
+
+    assert tune_defaults._ActorClassCache().get(Trainable)._default_options["runtime_env"]["env_vars"], \
+        "as shipped, Tune gives its trial actors an environment no idle worker has"
+    warm_trial_workers()
+    assert not tune_defaults._ActorClassCache().get(Trainable)._default_options["runtime_env"].get("env_vars")
+    assert os.environ["PL_DISABLE_FORK"] == "1", "the variable reaches the workers through the raylet's environment"
+    assert os.environ["RAY_preload_python_modules"] == PRELOAD_MODULES
+
+
+def test_a_user_s_own_preload_list_wins_and_every_preloaded_module_imports(tune_defaults, monkeypatch):
+    monkeypatch.setenv("RAY_preload_python_modules", "numpy")
+    warm_trial_workers()
+    assert os.environ["RAY_preload_python_modules"] == "numpy"
+    for name in PRELOAD_MODULES.split(","):  # a typo would log an import error in every worker
+        importlib.import_module(name)
