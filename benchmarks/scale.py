@@ -431,8 +431,9 @@ def settle(idle_share: float = 0.9, window_s: float = 2.0, max_s: float = 90.0) 
 def run_search(space: Path, storage: Path, name: str, cache: Path, seed: int, stop_after_first: bool,
                budget_s: float, phases: bool = False) -> dict:
     """``python -m tl.search`` (as SEARCH_CHILD), once the CPUs are idle (``settle``), until Tune starts
-    its first trial (then stopped) or its time budget ends: seconds from the command to that start, driver VmHWM, the trials' memory at their
-    peak, the log. ``phases``: the log also says how long each phase of the driver took."""
+    its first trial (then stopped) or its time budget ends: seconds from the command to that start,
+    driver VmHWM, the trials' memory at their peak, the log. ``phases``: the log also says how long
+    each phase of the driver took."""
     env = {**os.environ, "TL_CACHE_DIR": str(cache), **({"TL_PHASES": "1"} if phases else {})}
     log = storage / f"{name}.log"
     cmd = [sys.executable, "-c", SEARCH_CHILD, str(space), "--offline", "--storage", str(storage), "--name", name,
@@ -604,8 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         starts = ", ".join(f"{r['first_trial_s'] or float('nan'):.1f}" for r in others)
         print(f"  another --seed ({len(others)} seeds, each a fresh command: {starts} s): command -> first trial, "
               f"the median, {second['first_trial_s'] or float('nan'):.1f} s, "
-              f"{second['images_decoded']} images decoded, audit {second['audit_s']} s (target <= 10 s; started once the "
-              f"CPUs were 90 % idle, {second['settled_s']:.0f} s after the last search; load average "
+              f"{second['images_decoded']} images decoded, audit {second['audit_s']} s (target <= 10 s; "
+              f"started once the CPUs were 90 % idle, {second['settled_s']:.0f} s after the last search; load average "
               f"{second['load_avg_start']:.1f}, a minute's mean)")
         print(f"  one more --seed, the driver's phases (s): {phased['phases']}")
     result["load_avg_end"] = os.getloadavg()[0]
