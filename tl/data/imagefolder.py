@@ -51,7 +51,7 @@ def _train_groups(root: Path, files: dict[str, list[Path]], groups: str | None) 
     if groups:
         keys, missed = groups_from_regex(rel, groups)
         return keys, {"source": f"regex {groups}", "unmatched": missed}
-    known = {relative_name(p, root) for split in files.values() for p in split}
+    known = {*rel, *(relative_name(p, root) for split, paths in files.items() if split != "train" for p in paths)}
     return groups_from_csv(root / GROUPS_CSV, rel, known), {"source": GROUPS_CSV, "unmatched": 0}
 
 
